@@ -1,0 +1,183 @@
+"""`python -m facelab <stage> [options]`: one sub-command per stage (ARCHITECTURE.md §1, §4).
+
+The CLI does everything around a stage so that stages stay pure:
+1. parse flags (one per option spec, see `facelab.options`);
+2. resolve options: defaults -> saved -> flags -> prompt (prompts only on a terminal and without
+   `--non-interactive`);
+3. run the stage; if it asks for a confirmation, ask it (or, headless, name the flag);
+4. print the stage's one-line report.
+
+Exit codes (`facelab.errors`): 0 done, 1 crash (a crash log is written into workspace/logs and
+its path printed), 2 user error (one line, no traceback), 3 cancelled by the user, 130 Ctrl+C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+from dataclasses import dataclass
+from typing import Any, Callable, NoReturn, Sequence
+
+from facelab import __version__
+from facelab.errors import (
+    EXIT_CANCELLED, EXIT_CRASH, EXIT_INTERRUPTED, EXIT_OK, EXIT_USER_ERROR, ConfirmationNeeded, UserError,
+)  # fmt: skip
+from facelab.log import setup_logging, write_crash_log
+from facelab.options import add_option_flags, ask_yes_no, given_from_namespace, resolve_options
+from facelab.report import Report
+from facelab.workspace import Workspace
+
+
+@dataclass(frozen=True)
+class Command:
+    """A sub-command.
+
+    Attributes:
+        name: the sub-command, as scripts call it.
+        help: one line for `--help` and the "not built yet" message.
+        options: options dataclass (see `facelab.options`), or None for none.
+        run: `run(ws, opts) -> Report`; None while the stage is not built yet.
+    """
+
+    name: str
+    help: str
+    options: type | None = None
+    run: Callable[[Workspace, Any], Report] | None = None
+
+
+def _commands() -> dict[str, Command]:
+    from facelab.stages import clear, video
+
+    built = [
+        Command("clear-workspace", "1: delete everything in the workspace and recreate its folders",
+                clear.ClearOptions, clear.clear_workspace),
+        Command("extract-video", "2/3: extract frames from data_src.* or data_dst.*",
+                video.ExtractVideoOptions, video.extract_video),
+        Command("cut-video", "3: cut a piece out of a video", video.CutVideoOptions, video.cut_video),
+        Command("denoise", "3: temporal denoise of extracted frames", video.DenoiseOptions, video.denoise),
+        Command("video-from-frames", "8: data_dst/merged frames -> result.mp4 / .mov with data_dst's audio",
+                video.MergedVideoOptions, video.video_from_frames),
+    ]  # fmt: skip
+    not_built = [
+        Command("extract", "4/5: detect faces and write aligned faces"),
+        Command("sort", "4.2/5.2: sort an aligned faceset"),
+        Command("faceset", "4.2/5.2: faceset utilities (metadata, pack, resize, info, ...)"),
+        Command("xseg", "5.XSeg: mask editor, training, apply/remove/fetch"),
+        Command("train", "6: train SAEHD or Quick96"),
+        Command("export", "6: export a trained model to ONNX / .dfm"),
+        Command("merge", "7: merge the swapped face into the dst frames"),
+    ]
+    return {c.name: c for c in built + not_built}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad flag as one line (and exit 2), not usage + traceback."""
+
+    def error(self, message: str) -> NoReturn:
+        stage = self.prog.split()[-1] if " " in self.prog else ""
+        sys.stderr.write(f"error: {message} (see: python -m facelab {stage} --help)\n".replace("  ", " "))
+        raise SystemExit(EXIT_USER_ERROR)
+
+
+def _common_flags() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--workspace", default=os.environ.get("FACELAB_WORKSPACE", "workspace"),
+                        help="workspace folder (default: ./workspace)")  # fmt: skip
+    common.add_argument("--non-interactive", action="store_true",
+                        help="never prompt: take saved values or defaults (also when no terminal)")  # fmt: skip
+    common.add_argument("-v", "--verbose", action="store_true", help="more log output")
+    return common
+
+
+def build_parser(commands: dict[str, Command]) -> argparse.ArgumentParser:
+    parser = _Parser(prog="facelab", description="FaceLab: numbered face-swap stages over a workspace.")
+    parser.add_argument("--version", action="version", version=f"FaceLab {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="STAGE", parser_class=_Parser)
+    sub.required = True
+    common = _common_flags()
+    for cmd in commands.values():
+        p = sub.add_parser(cmd.name, help=cmd.help, description=cmd.help, parents=[common])
+        if cmd.options is not None:
+            add_option_flags(p, cmd.options)
+    p = sub.add_parser("doctor", help="check the installation (versions, ffmpeg, face models, device)")
+    p.add_argument("--workspace", default=os.environ.get("FACELAB_WORKSPACE", "workspace"), help=argparse.SUPPRESS)
+    return parser
+
+
+def _is_interactive(args: argparse.Namespace) -> bool:
+    return not args.non_interactive and sys.stdin.isatty() and sys.stdout.isatty()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    commands = _commands()
+    parser = build_parser(commands)
+    try:
+        args, unknown = parser.parse_known_args(argv)
+    except SystemExit as exc:  # --help, --version, or a one-line flag error
+        return int(exc.code or 0)
+    setup_logging(getattr(args, "verbose", False))
+    ws = Workspace.at(args.workspace)
+    try:
+        if args.command == "doctor":
+            return _doctor()
+        cmd = commands[args.command]
+        if cmd.run is None:
+            raise UserError(f"'{cmd.name}' ({cmd.help}) is not built yet in FaceLab {__version__}")
+        if unknown:
+            raise UserError(f"unknown arguments: {' '.join(unknown)} (see: python -m facelab {cmd.name} --help)")
+        return _run_stage(cmd, ws, args)
+    except UserError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        sys.stderr.write("\ninterrupted\n")
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # noqa: BLE001 - every crash becomes a log file and exit 1
+        folder = ws.logs_dir if ws.root.is_dir() else None
+        path = write_crash_log(folder, ["facelab", *argv], exc)
+        sys.stderr.write(
+            f"FaceLab crashed: {type(exc).__name__}: {exc}\n"
+            f"The details are in {path}; please attach that file when you report the problem.\n"
+        )
+        return EXIT_CRASH
+
+
+def _doctor() -> int:
+    from facelab.doctor import check_installation
+
+    checks = check_installation()
+    for check in checks:
+        print(f"{'ok ' if check.ok else 'BAD'}  {check.name:<28} {check.detail}")
+    bad = [c.name for c in checks if not c.ok]
+    if bad:
+        raise UserError(f"the installation is incomplete ({', '.join(bad)}): run setup again")
+    print("FaceLab is installed correctly.")
+    return EXIT_OK
+
+
+def _run_stage(cmd: Command, ws: Workspace, args: argparse.Namespace) -> int:
+    assert cmd.run is not None
+    interactive = _is_interactive(args)
+    opts = None
+    if cmd.options is not None:
+        opts = resolve_options(cmd.options, given_from_namespace(cmd.options, args), interactive=interactive)
+    while True:
+        try:
+            report = cmd.run(ws, opts)
+            break
+        except ConfirmationNeeded as question:
+            if not interactive:
+                raise
+            if not ask_yes_no(f"{question.question}. Continue?", False):
+                print("Cancelled: nothing was changed.")
+                return EXIT_CANCELLED
+            opts = dataclasses.replace(opts, **{question.option: True})
+    print(report.line())
+    return EXIT_OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

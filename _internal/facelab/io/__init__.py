@@ -1,0 +1,1 @@
+"""Everything that touches files: images, aligned faces, ffmpeg, checkpoints."""
