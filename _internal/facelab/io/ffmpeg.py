@@ -241,7 +241,7 @@ def build_extract_frames_args(
     """
     args = ["-hide_banner", "-nostdin", "-y", "-i", str(video), "-map", "0:v:0"]
     if fps > 0:
-        args += ["-r", _rate(snap_frame_rate(fps))]
+        args += ["-vf", f"fps={_rate(snap_frame_rate(fps))}"]
     else:
         args += ["-fps_mode", "passthrough"]
     if ext == "png":

@@ -65,7 +65,7 @@ def _fmt_rate(rate: Fraction) -> str:
 
 def _rel(ws: Workspace, path: Path) -> str:
     try:
-        return str(Path("workspace") / path.relative_to(ws.root))
+        return str(Path(ws.root.name) / path.relative_to(ws.root))
     except ValueError:
         return str(path)
 

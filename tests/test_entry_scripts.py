@@ -1,0 +1,54 @@
+"""The numbered scripts: generated from one table, present, runnable, passing arguments through."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from facelab.entry_scripts import ENTRY_SCRIPTS, expected_files
+from facelab.workspace import Workspace
+from media import REPO
+
+DESIGN_CARD_ROOT_FILES = [
+    "2_extract_images_src.bat", "4_src_faceset_extract.bat", "5_xseg_edit.bat",
+    "6_train_SAEHD.bat", "7_merge_SAEHD.bat", "8_merged_to_mp4.bat",
+]  # fmt: skip
+
+
+def test_scripts_on_disk_match_the_table():
+    stale = [str(p.relative_to(REPO)) for p, text in expected_files(REPO).items()
+             if not p.exists() or p.read_bytes() != text.encode()]  # fmt: skip
+    assert stale == [], "run: _internal/venv/bin/python -m facelab.entry_scripts"
+
+
+def test_design_card_files_exist_and_bat_pauses():
+    for name in DESIGN_CARD_ROOT_FILES:
+        text = (REPO / name).read_text()
+        assert "-m facelab " in text and "%*" in text and "\npause" in text.replace("\r", "")
+
+
+@pytest.mark.skipif(os.name == "nt", reason="POSIX scripts")
+def test_sh_twins_are_executable():
+    for name in ENTRY_SCRIPTS:
+        assert os.access(REPO / "scripts" / f"{name}.sh", os.X_OK), name
+
+
+BUILT = {"clear-workspace", "extract-video", "cut-video", "denoise", "video-from-frames"}
+
+
+@pytest.mark.parametrize("name", [n for n, a in ENTRY_SCRIPTS.items() if a[0] not in BUILT])
+def test_scripts_of_stages_not_built_say_so_in_one_line(name, ws, script):
+    proc = script(name, "--workspace", str(ws.root), "--non-interactive")
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and "is not built yet" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_user_arguments_pass_through_and_workspace_override_wins(tmp_path, script):
+    ws = Workspace.at(tmp_path / "other_ws")
+    ws.create_layout()
+    proc = script("8_merged_to_mp4", "--workspace", str(ws.root), "--bitrate", "8")
+    assert proc.returncode == 2 and "other_ws/data_dst/merged has no frames" in proc.stderr
+    proc = script("8_merged_to_mp4", "--workspace", str(ws.root), "--bitrate", "0")
+    assert proc.returncode == 2 and "0 is out of range" in proc.stderr
