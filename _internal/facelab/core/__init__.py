@@ -1,0 +1,1 @@
+"""Pure numpy/OpenCV functions: no disk, no prompts, no globals."""
