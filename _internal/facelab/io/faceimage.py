@@ -1,0 +1,432 @@
+"""Aligned face images: pixels plus embedded, schema-versioned JSON metadata (never pickle).
+
+Our format (ARCHITECTURE.md §4):
+- JPEG: APP10 segments whose payload is `FaceLab\\0`, a sequence byte, a count byte, then a
+  piece of the UTF-8 JSON; metadata larger than one segment (64 KB) is split across several.
+  APP10 keeps clear of DFL's APP15, EXIF (APP1), Photoshop (APP13), Adobe (APP14) and JUMBF/C2PA
+  (APP11).
+- PNG: one `iTXt` chunk with keyword `facelab` (zlib-compressed when large).
+- Applied XSeg masks are stored losslessly as PNG bytes (base64 in the JSON), at any size.
+
+DFL's own faces (DFLJPG, dfl-spec §3) keep a pickled dict in APP15. We read it through an
+allow-list unpickler that accepts only numpy's array reconstruction (`_reconstruct`, `ndarray`,
+`dtype`, `scalar`) and plain containers; any other global is refused before anything runs. On
+write we drop APP15, so a face we saved is never read by DFL with stale data.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import pickle
+import struct
+import zlib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Iterable
+
+import cv2
+import numpy as np
+
+from facelab.core.landmarks import FaceType
+from facelab.errors import UserError
+from facelab.io.frames import encode_image, read_image, write_bytes_atomic
+from facelab.types import ImageBGR
+
+SCHEMA = "facelab.face"
+SCHEMA_VERSION = 1
+
+_APP10 = 0xEA
+_APP15 = 0xEF
+_SOS = 0xDA
+_JPEG_ID = b"FaceLab\x00"
+_MAX_PIECE = 65535 - 2 - len(_JPEG_ID) - 2
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_KEYWORD = b"facelab"
+
+
+class FaceMetaError(UserError):
+    """A face image's metadata is unreadable or refused (e.g. a pickle asking for code)."""
+
+
+@dataclass(frozen=True)
+class XSegPolygon:
+    """One hand-drawn XSeg polygon in aligned-face pixels."""
+
+    include: bool
+    points: np.ndarray  # N x 2 float32
+
+
+@dataclass(frozen=True, eq=False)
+class FaceMeta:
+    """Everything known about one aligned face.
+
+    Attributes:
+        face_type: framing of the crop.
+        landmarks: 68 x 2 float32 in aligned-image pixels (frame pixels for mark_only).
+        source_filename: the frame it came from, with extension ("00001.png").
+        source_rect: detector box in the frame, (l, t, r, b).
+        source_landmarks: 68 x 2 float32 in frame pixels.
+        image_to_face_mat: 2 x 3 float64, frame -> aligned image (None for mark_only).
+        eyebrows_expand_mod: how far the hull mask reaches above the brows (DFL default 1.0).
+        xseg_polygons: hand-drawn include/exclude polygons.
+        xseg_mask_png: applied XSeg mask, single-channel PNG bytes.
+        identity: an identity embedding, when a plugin computed one.
+        track_id: which track (person) of a video the face belongs to.
+        extra: other JSON-safe fields (detector name, score, ...); kept on round trips.
+    """
+
+    face_type: FaceType
+    landmarks: np.ndarray
+    source_filename: str | None = None
+    source_rect: np.ndarray | None = None
+    source_landmarks: np.ndarray | None = None
+    image_to_face_mat: np.ndarray | None = None
+    eyebrows_expand_mod: float = 1.0
+    xseg_polygons: tuple[XSegPolygon, ...] = ()
+    xseg_mask_png: bytes | None = None
+    identity: tuple[float, ...] | None = None
+    track_id: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def xseg_mask(self) -> np.ndarray | None:
+        """The applied XSeg mask as H x W x 1 float32 in [0, 1], or None."""
+        if self.xseg_mask_png is None:
+            return None
+        mask = cv2.imdecode(np.frombuffer(self.xseg_mask_png, np.uint8), cv2.IMREAD_UNCHANGED)
+        if mask is None:
+            return None
+        if mask.ndim == 3:
+            mask = mask[..., 0]
+        return (mask.astype(np.float32) / 255.0)[..., None]
+
+    def with_xseg_mask(self, mask: np.ndarray | None) -> FaceMeta:
+        """A copy holding `mask` (H x W [x 1] float in [0, 1] or uint8), stored as lossless PNG."""
+        if mask is None:
+            return replace(self, xseg_mask_png=None)
+        m = np.asarray(mask)
+        if m.ndim == 3:
+            m = m[..., 0]
+        if m.dtype != np.uint8:
+            m = np.clip(np.rint(m.astype(np.float32) * 255), 0, 255).astype(np.uint8)
+        return replace(self, xseg_mask_png=encode_image(m, ".png"))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (arrays as lists); the embedded format."""
+        return {
+            "schema": SCHEMA,
+            "version": SCHEMA_VERSION,
+            "face_type": self.face_type.dfl_name,
+            "landmarks": _to_list(self.landmarks),
+            "source_filename": self.source_filename,
+            "source_rect": _to_list(self.source_rect),
+            "source_landmarks": _to_list(self.source_landmarks),
+            "image_to_face_mat": _to_list(self.image_to_face_mat),
+            "eyebrows_expand_mod": float(self.eyebrows_expand_mod),
+            "xseg_polygons": [
+                {"type": "include" if p.include else "exclude", "points": _to_list(p.points)}
+                for p in self.xseg_polygons
+            ],
+            "xseg_mask_png": base64.b64encode(self.xseg_mask_png).decode("ascii") if self.xseg_mask_png else None,
+            "identity": list(self.identity) if self.identity is not None else None,
+            "track_id": self.track_id,
+            "extra": self.extra,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FaceMeta:
+        if data.get("schema") != SCHEMA:
+            raise FaceMetaError(f"not FaceLab face metadata (schema {data.get('schema')!r})")
+        if int(data.get("version", 0)) > SCHEMA_VERSION:
+            raise FaceMetaError(
+                f"face metadata version {data['version']} is newer than this FaceLab reads ({SCHEMA_VERSION}): update FaceLab"
+            )
+        mask = data.get("xseg_mask_png")
+        return cls(
+            face_type=FaceType.parse(data["face_type"]),
+            landmarks=_array(data["landmarks"], np.float32),
+            source_filename=data.get("source_filename"),
+            source_rect=_array(data.get("source_rect"), np.float64),
+            source_landmarks=_array(data.get("source_landmarks"), np.float32),
+            image_to_face_mat=_array(data.get("image_to_face_mat"), np.float64),
+            eyebrows_expand_mod=float(data.get("eyebrows_expand_mod", 1.0)),
+            xseg_polygons=tuple(
+                XSegPolygon(p["type"] == "include", _array(p["points"], np.float32).reshape(-1, 2))
+                for p in data.get("xseg_polygons") or []
+            ),
+            xseg_mask_png=base64.b64decode(mask) if mask else None,
+            identity=tuple(data["identity"]) if data.get("identity") is not None else None,
+            track_id=data.get("track_id"),
+            extra=dict(data.get("extra") or {}),
+        )
+
+
+def _to_list(value: np.ndarray | None) -> Any:
+    return None if value is None else np.asarray(value).tolist()
+
+
+def _array(value: Any, dtype: type) -> np.ndarray | None:
+    return None if value is None else np.asarray(value, dtype=dtype)
+
+
+# ---------------------------------------------------------------- JPEG segments
+
+
+def _jpeg_segments(data: bytes) -> tuple[list[tuple[int, bytes]], int]:
+    """Segments before the scan as (marker, payload), and the offset where the scan (SOS) starts."""
+    if data[:2] != b"\xff\xd8":
+        raise FaceMetaError("not a JPEG file")
+    pos, segments = 2, []
+    while pos < len(data):
+        if data[pos] != 0xFF:
+            raise FaceMetaError(f"broken JPEG: no marker at byte {pos}")
+        while pos < len(data) and data[pos] == 0xFF:
+            pos += 1
+        marker = data[pos]
+        pos += 1
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
+            continue
+        if marker == 0xD9:
+            return segments, pos - 2
+        (length,) = struct.unpack(">H", data[pos : pos + 2])
+        if marker == _SOS:
+            return segments, pos - 2
+        segments.append((marker, data[pos + 2 : pos + length]))
+        pos += length
+    raise FaceMetaError("broken JPEG: no image data")
+
+
+def _embed_jpeg(data: bytes, text: bytes) -> bytes:
+    segments, scan_at = _jpeg_segments(data)
+    kept = [(m, p) for m, p in segments if not (m == _APP10 and p.startswith(_JPEG_ID)) and m != _APP15]
+    pieces = [text[i : i + _MAX_PIECE] for i in range(0, len(text), _MAX_PIECE)] or [b""]
+    if len(pieces) > 255:
+        raise FaceMetaError("face metadata too large (over 16 MB)")
+    ours = [(_APP10, _JPEG_ID + bytes([i, len(pieces)]) + piece) for i, piece in enumerate(pieces)]
+    last_app = max((i for i, (m, _) in enumerate(kept) if 0xE0 <= m <= 0xEF), default=-1)
+    new = kept[: last_app + 1] + ours + kept[last_app + 1 :]
+    out = io.BytesIO()
+    out.write(b"\xff\xd8")
+    for marker, payload in new:
+        out.write(bytes([0xFF, marker]) + struct.pack(">H", len(payload) + 2) + payload)
+    out.write(data[scan_at:])
+    return out.getvalue()
+
+
+def _read_jpeg_meta(data: bytes, name: str) -> FaceMeta | None:
+    segments, _ = _jpeg_segments(data)
+    pieces = [p[len(_JPEG_ID) :] for m, p in segments if m == _APP10 and p.startswith(_JPEG_ID)]
+    if pieces:
+        total = pieces[0][1]
+        ordered = sorted(pieces, key=lambda p: p[0])
+        if len(ordered) != total or [p[0] for p in ordered] != list(range(total)):
+            raise FaceMetaError(f"{name}: face metadata is incomplete ({len(ordered)} of {total} pieces)")
+        return _from_json(b"".join(p[2:] for p in ordered), name)
+    legacy = [p for m, p in segments if m == _APP15]
+    if legacy:
+        return face_meta_from_dfl(load_dfl_pickle(legacy[0], name), name)
+    return None
+
+
+# ---------------------------------------------------------------- PNG chunks
+
+
+def _png_chunks(data: bytes) -> list[tuple[bytes, bytes]]:
+    if not data.startswith(_PNG_SIGNATURE):
+        raise FaceMetaError("not a PNG file")
+    pos, chunks = len(_PNG_SIGNATURE), []
+    while pos + 8 <= len(data):
+        length, ctype = struct.unpack(">I4s", data[pos : pos + 8])
+        chunks.append((ctype, data[pos + 8 : pos + 8 + length]))
+        pos += 12 + length
+        if ctype == b"IEND":
+            break
+    return chunks
+
+
+def _png_chunk(ctype: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + ctype + body + struct.pack(">I", zlib.crc32(ctype + body) & 0xFFFFFFFF)
+
+
+def png_text_chunk(keyword: bytes, text: bytes, compress: bool) -> bytes:
+    """An iTXt chunk (keyword, optional zlib, empty language and translated keyword)."""
+    body = keyword + b"\x00" + (b"\x01\x00" if compress else b"\x00\x00") + b"\x00\x00"
+    return _png_chunk(b"iTXt", body + (zlib.compress(text, 6) if compress else text))
+
+
+def embed_png_text(data: bytes, keyword: bytes, text: bytes) -> bytes:
+    """Replace/insert the iTXt chunk `keyword` right after IHDR."""
+    chunks = _png_chunks(data)
+    out = [_PNG_SIGNATURE]
+    for ctype, body in chunks:
+        if ctype == b"iTXt" and body.split(b"\x00", 1)[0] == keyword:
+            continue
+        out.append(_png_chunk(ctype, body))
+        if ctype == b"IHDR":
+            out.append(png_text_chunk(keyword, text, compress=len(text) > 4096))
+    return b"".join(out)
+
+
+def read_png_text(data: bytes, keyword: bytes) -> bytes | None:
+    for ctype, body in _png_chunks(data):
+        if ctype != b"iTXt":
+            continue
+        key, rest = body.split(b"\x00", 1)
+        if key != keyword:
+            continue
+        compressed = rest[0] == 1
+        _, rest = rest[2:].split(b"\x00", 1)  # language tag
+        _, text = rest.split(b"\x00", 1)  # translated keyword
+        return zlib.decompress(text) if compressed else text
+    return None
+
+
+# ---------------------------------------------------------------- public API
+
+
+def _from_json(raw: bytes, name: str) -> FaceMeta:
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise FaceMetaError(f"{name}: face metadata is damaged ({exc})") from None
+    try:
+        return FaceMeta.from_dict(data)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise FaceMetaError(f"{name}: face metadata is damaged ({exc})") from None
+
+
+def embed_meta(image_bytes: bytes, meta: FaceMeta) -> bytes:
+    """Encoded JPEG or PNG bytes with `meta` embedded (the format is taken from the bytes)."""
+    text = json.dumps(meta.to_dict(), separators=(",", ":")).encode("utf-8")
+    if image_bytes.startswith(_PNG_SIGNATURE):
+        return embed_png_text(image_bytes, _PNG_KEYWORD, text)
+    return _embed_jpeg(image_bytes, text)
+
+
+def meta_from_bytes(data: bytes, name: str = "image") -> FaceMeta | None:
+    """Metadata embedded in JPEG/PNG bytes: ours, or DFL's legacy APP15; None if there is none."""
+    if data.startswith(_PNG_SIGNATURE):
+        raw = read_png_text(data, _PNG_KEYWORD)
+        return _from_json(raw, name) if raw is not None else None
+    if data.startswith(b"\xff\xd8"):
+        return _read_jpeg_meta(data, name)
+    return None
+
+
+def read_meta(path: Path) -> FaceMeta | None:
+    """Metadata of an aligned face file (None: an image without face metadata)."""
+    return meta_from_bytes(Path(path).read_bytes(), Path(path).name)
+
+
+def read_face(path: Path) -> tuple[ImageBGR, FaceMeta | None]:
+    """Pixels (BGR uint8) and metadata of an aligned face file."""
+    img = read_image(path)
+    if img is None:
+        raise FaceMetaError(f"{path} cannot be read as an image")
+    return img, read_meta(path)
+
+
+def encode_face(img_bgr: ImageBGR, meta: FaceMeta, ext: str = ".jpg", jpeg_quality: int = 90) -> bytes:
+    return embed_meta(encode_image(img_bgr, ext, jpeg_quality), meta)
+
+
+def write_face(path: Path, img_bgr: ImageBGR, meta: FaceMeta, jpeg_quality: int = 90) -> None:
+    """Encode by extension (.jpg/.png), embed `meta`, write atomically."""
+    write_bytes_atomic(Path(path), encode_face(img_bgr, meta, Path(path).suffix, jpeg_quality))
+
+
+def write_meta(path: Path, meta: FaceMeta) -> None:
+    """Replace the metadata of an existing face file without re-encoding its pixels."""
+    path = Path(path)
+    write_bytes_atomic(path, embed_meta(path.read_bytes(), meta))
+
+
+# ---------------------------------------------------------------- DFL legacy
+
+
+def _numpy_globals() -> dict[tuple[str, str], Any]:
+    try:
+        from numpy._core import multiarray  # numpy >= 2
+    except ImportError:  # pragma: no cover - numpy 1.x
+        from numpy.core import multiarray  # type: ignore[no-redef]
+    allowed = {}
+    for module in ("numpy.core.multiarray", "numpy._core.multiarray"):
+        allowed[(module, "_reconstruct")] = multiarray._reconstruct
+        allowed[(module, "scalar")] = multiarray.scalar
+    allowed[("numpy", "ndarray")] = np.ndarray
+    allowed[("numpy", "dtype")] = np.dtype
+    return allowed
+
+
+class SafeUnpickler(pickle.Unpickler):
+    """Unpickler for DFL's files that resolves only numpy's array/dtype/scalar constructors.
+
+    Plain containers, strings and numbers need no globals; anything else (os.system,
+    builtins.eval, a class of some package, ...) raises before it can be called.
+    """
+
+    def __init__(self, file: io.BytesIO, name: str, extra: dict[tuple[str, str], Any] | None = None):
+        super().__init__(file)
+        self._name = name
+        self._allowed = {**_numpy_globals(), **(extra or {})}
+
+    def find_class(self, module: str, name: str) -> Any:
+        found = self._allowed.get((module, name))
+        if found is None:
+            raise FaceMetaError(
+                f"{self._name}: refused DFL metadata that asks for {module}.{name} "
+                "(only numpy arrays are allowed); nothing was executed"
+            )
+        return found
+
+
+def load_dfl_pickle(payload: bytes, name: str, extra: dict[tuple[str, str], Any] | None = None) -> Any:
+    """Unpickle DFL data through `SafeUnpickler` (raises FaceMetaError when refused or broken)."""
+    try:
+        return SafeUnpickler(io.BytesIO(payload), name, extra).load()
+    except FaceMetaError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any broken pickle is a damaged file
+        raise FaceMetaError(f"{name}: DFL metadata is damaged ({type(exc).__name__}: {exc})") from None
+
+
+def _dfl_polygons(raw: Any) -> tuple[XSegPolygon, ...]:
+    if raw is None:
+        return ()
+    polys: Iterable[Any] = raw.get("polys", []) if isinstance(raw, dict) else raw
+    out = []
+    for poly in polys:
+        if isinstance(poly, dict):
+            ptype, pts = poly.get("type"), poly.get("pts")
+        else:  # legacy: (type, points)
+            ptype, pts = poly[0], poly[1]
+        out.append(XSegPolygon(int(ptype) == 1, np.asarray(pts, np.float32).reshape(-1, 2)))
+    return tuple(out)
+
+
+def face_meta_from_dfl(d: Any, name: str = "image") -> FaceMeta:
+    """Convert DFL's metadata dict (dfl-spec §3) to ours. DFL's JPEG xseg masks become PNG."""
+    if not isinstance(d, dict) or "landmarks" not in d:
+        raise FaceMetaError(f"{name}: not DFL face metadata")
+    mask_png = None
+    if d.get("xseg_mask") is not None:
+        mask = cv2.imdecode(np.asarray(d["xseg_mask"], np.uint8).reshape(-1), cv2.IMREAD_UNCHANGED)
+        if mask is None:
+            raise FaceMetaError(f"{name}: DFL xseg mask cannot be decoded")
+        mask_png = encode_image(mask, ".png")
+    mat = d.get("image_to_face_mat")
+    rect = d.get("source_rect")
+    src_lm = d.get("source_landmarks")
+    return FaceMeta(
+        face_type=FaceType.parse(d.get("face_type", "full_face")),
+        landmarks=np.asarray(d["landmarks"], np.float32).reshape(-1, 2),
+        source_filename=d.get("source_filename"),
+        source_rect=None if rect is None else np.asarray(rect, np.float64).reshape(4),
+        source_landmarks=None if src_lm is None else np.asarray(src_lm, np.float32).reshape(-1, 2),
+        image_to_face_mat=None if mat is None else np.asarray(mat, np.float64).reshape(2, 3),
+        eyebrows_expand_mod=float(d.get("eyebrows_expand_mod") or 1.0),
+        xseg_polygons=_dfl_polygons(d.get("seg_ie_polys")),
+        xseg_mask_png=mask_png,
+        extra={"imported_from": "dfl"},
+    )
