@@ -39,16 +39,19 @@ class Command:
         help: one line for `--help` and the "not built yet" message.
         options: options dataclass (see `facelab.options`), or None for none.
         run: `run(ws, opts) -> Report`; None while the stage is not built yet.
+        emits: `run` is a generator yielding output lines (printed to stdout) and returning
+            the Report, whose line then goes to stderr (so stdout stays machine-readable).
     """
 
     name: str
     help: str
     options: type | None = None
-    run: Callable[[Workspace, Any], Report] | None = None
+    run: Callable[[Workspace, Any], Any] | None = None
+    emits: bool = False
 
 
 def _commands() -> dict[str, Command]:
-    from facelab.stages import clear, video
+    from facelab.stages import clear, extract, faceset, video
 
     built = [
         Command("clear-workspace", "1: delete everything in the workspace and recreate its folders",
@@ -57,13 +60,15 @@ def _commands() -> dict[str, Command]:
                 video.ExtractVideoOptions, video.extract_video),
         Command("cut-video", "3: cut a piece out of a video", video.CutVideoOptions, video.cut_video),
         Command("denoise", "3: temporal denoise of extracted frames", video.DenoiseOptions, video.denoise),
+        Command("extract", "4/5: detect faces and write aligned faces (+ debug overlays)",
+                extract.ExtractOptions, extract.extract),
+        Command("faceset", "4.2/5.2: faceset utilities (dump; metadata, pack, resize, info, ... to come)",
+                faceset.FacesetOptions, faceset.run, emits=True),
         Command("video-from-frames", "8: data_dst/merged frames -> result.mp4 / .mov with data_dst's audio",
                 video.MergedVideoOptions, video.video_from_frames),
     ]  # fmt: skip
     not_built = [
-        Command("extract", "4/5: detect faces and write aligned faces"),
         Command("sort", "4.2/5.2: sort an aligned faceset"),
-        Command("faceset", "4.2/5.2: faceset utilities (metadata, pack, resize, info, ...)"),
         Command("xseg", "5.XSeg: mask editor, training, apply/remove/fetch"),
         Command("train", "6: train SAEHD or Quick96"),
         Command("export", "6: export a trained model to ONNX / .dfm"),
@@ -135,6 +140,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("\ninterrupted\n")
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # output piped into `head` and the like: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
     except Exception as exc:  # noqa: BLE001 - every crash becomes a log file and exit 1
         folder = ws.logs_dir if ws.root.is_dir() else None
         path = write_crash_log(folder, ["facelab", *argv], exc)
@@ -158,6 +166,15 @@ def _doctor() -> int:
     return EXIT_OK
 
 
+def yield_lines(lines: Any) -> Report:
+    """Print each line a generator stage yields; return the Report it returns."""
+    while True:
+        try:
+            print(next(lines), flush=False)
+        except StopIteration as done:
+            return done.value
+
+
 def _run_stage(cmd: Command, ws: Workspace, args: argparse.Namespace) -> int:
     assert cmd.run is not None
     interactive = _is_interactive(args)
@@ -166,6 +183,10 @@ def _run_stage(cmd: Command, ws: Workspace, args: argparse.Namespace) -> int:
         opts = resolve_options(cmd.options, given_from_namespace(cmd.options, args), interactive=interactive)
     while True:
         try:
+            if cmd.emits:
+                report = yield_lines(cmd.run(ws, opts))
+                sys.stderr.write(report.line() + "\n")
+                return EXIT_OK
             report = cmd.run(ws, opts)
             break
         except ConfirmationNeeded as question:

@@ -1,0 +1,122 @@
+"""Face detector and landmarker contracts, and their registries.
+
+Contracts (what every plugin takes and returns):
+- A detector takes a frame, BGR uint8 H x W x 3, and returns `Detection`s in frame pixels,
+  sorted largest first.
+- A landmarker takes the frame and its detections and returns, per detection, 68 points
+  (float32 68 x 2, iBUG order, frame pixels) or None when it found no face there. Plugins with
+  more points map to 68 before returning.
+- `detect_batch` / `landmarks_batch` take lists of frames; the default runs them one by one,
+  plugins that batch (the torch ones) override them.
+
+Registries follow timm's pattern: `@register_detector("name")`, `create_detector(name, **opts)`,
+`list_detectors()`; duplicate names are rejected.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+
+from facelab.types import ImageBGR, Landmarks68
+
+
+@dataclass(frozen=True)
+class Detection:
+    """A face box in frame pixels.
+
+    Attributes:
+        rect: (left, top, right, bottom) float.
+        score: detector confidence in [0, 1].
+        keypoints: optional K x 2 float32 frame pixels (BlazeFace: right eye, left eye, nose tip,
+            mouth centre, right ear, left ear).
+    """
+
+    rect: tuple[float, float, float, float]
+    score: float
+    keypoints: np.ndarray | None = None
+
+    @property
+    def area(self) -> float:
+        l, t, r, b = self.rect
+        return max(0.0, r - l) * max(0.0, b - t)
+
+
+class FaceDetector:
+    """Base class: override `detect` (and `detect_batch` to batch)."""
+
+    name = "?"
+
+    def detect(self, frame_bgr: ImageBGR) -> list[Detection]:
+        raise NotImplementedError
+
+    def detect_batch(self, frames_bgr: Sequence[ImageBGR]) -> list[list[Detection]]:
+        return [self.detect(f) for f in frames_bgr]
+
+
+class Landmarker:
+    """Base class: override `landmarks` (and `landmarks_batch` to batch)."""
+
+    name = "?"
+
+    def landmarks(self, frame_bgr: ImageBGR, detections: Sequence[Detection]) -> list[Landmarks68 | None]:
+        raise NotImplementedError
+
+    def landmarks_batch(
+        self, frames_bgr: Sequence[ImageBGR], detections: Sequence[Sequence[Detection]]
+    ) -> list[list[Landmarks68 | None]]:
+        return [self.landmarks(f, d) for f, d in zip(frames_bgr, detections)]
+
+
+_DETECTORS: dict[str, Callable[..., FaceDetector]] = {}
+_LANDMARKERS: dict[str, Callable[..., Landmarker]] = {}
+
+
+def _register(table: dict, kind: str, name: str):  # noqa: ANN202
+    def wrap(factory):  # noqa: ANN001, ANN202
+        if name in table:
+            raise ValueError(f"{kind} {name!r} is registered twice")
+        table[name] = factory
+        factory.name = name
+        return factory
+
+    return wrap
+
+
+def register_detector(name: str):  # noqa: ANN201
+    return _register(_DETECTORS, "detector", name)
+
+
+def register_landmarker(name: str):  # noqa: ANN201
+    return _register(_LANDMARKERS, "landmarker", name)
+
+
+def _load_plugins() -> None:
+    # Importing the plugin modules runs their @register decorators.
+    from facelab.detect import blazeface  # noqa: F401
+
+
+def list_detectors() -> list[str]:
+    _load_plugins()
+    return sorted(_DETECTORS)
+
+
+def list_landmarkers() -> list[str]:
+    _load_plugins()
+    return sorted(_LANDMARKERS)
+
+
+def create_detector(name: str, **opts) -> FaceDetector:  # noqa: ANN003
+    _load_plugins()
+    if name not in _DETECTORS:
+        raise ValueError(f"unknown detector {name!r}; available: {', '.join(sorted(_DETECTORS))}")
+    return _DETECTORS[name](**opts)
+
+
+def create_landmarker(name: str, **opts) -> Landmarker:  # noqa: ANN003
+    _load_plugins()
+    if name not in _LANDMARKERS:
+        raise ValueError(f"unknown landmarker {name!r}; available: {', '.join(sorted(_LANDMARKERS))}")
+    return _LANDMARKERS[name](**opts)

