@@ -13,7 +13,10 @@ Pre/post-processing follows `../shared/reference/faces.md` ("Pipeline details"):
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
+import sys
 from pathlib import Path
 from typing import Sequence
 
@@ -48,6 +51,25 @@ def model_dir() -> Path:
     return found
 
 
+@contextlib.contextmanager
+def _quiet_stderr():  # noqa: ANN202
+    """Silence C-level writes to stderr (fd 2) for a moment; Python's own stderr is untouched."""
+    try:
+        saved = os.dup(2)
+    except OSError:  # no real fd 2 (some GUI launchers): nothing to silence
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        sys.stderr.flush()
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 class TFLiteModel:
     """One `.tflite` model on LiteRT. Not thread-safe: one instance per thread."""
 
@@ -55,7 +77,8 @@ class TFLiteModel:
         from ai_edge_litert.interpreter import Interpreter
 
         self.interpreter = Interpreter(model_path=str(path), num_threads=threads)
-        self.interpreter.allocate_tensors()
+        with _quiet_stderr():  # LiteRT announces its XNNPACK delegate on stderr here
+            self.interpreter.allocate_tensors()
         self.input = self.interpreter.get_input_details()[0]["index"]
         self.outputs = {d["name"]: d["index"] for d in self.interpreter.get_output_details()}
 
