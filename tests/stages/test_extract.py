@@ -207,3 +207,10 @@ def test_faceset_dump_prints_one_json_object_per_face(carphone_dst, script):
     assert first["file"] == "00001_0.jpg" and first["face_type"] == "whole_face"
     assert len(first["landmarks"]) == 68 and len(first["image_to_face_mat"]) == 2
     assert "120 faces in" in proc.stderr
+
+
+def test_s3fd_without_weights_is_one_clear_line(ws, media, script):
+    shutil.copy(media("obama.jpg"), ws.frames_dir("src") / "obama.jpg")
+    proc = script("4_src_faceset_extract", "--workspace", str(ws.root), "--non-interactive", "--detector", "s3fd")
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+    assert "--detector-weights" in proc.stderr and "does not download" in proc.stderr

@@ -93,30 +93,32 @@ def register_landmarker(name: str):  # noqa: ANN201
     return _register(_LANDMARKERS, "landmarker", name)
 
 
-def _load_plugins() -> None:
-    # Importing the plugin modules runs their @register decorators.
-    from facelab.detect import blazeface  # noqa: F401
+# Which module registers each plugin, so that listing names needs no import (torch is slow to
+# import, and a headless run that uses the embedded models never needs it).
+_DETECTOR_MODULES = {"blazeface": "blazeface", "s3fd": "s3fd_fan"}
+_LANDMARKER_MODULES = {"facemesh68": "blazeface", "fan": "s3fd_fan", "dlib68": "dlib68"}
 
 
 def list_detectors() -> list[str]:
-    _load_plugins()
-    return sorted(_DETECTORS)
+    return sorted(_DETECTOR_MODULES)
 
 
 def list_landmarkers() -> list[str]:
-    _load_plugins()
-    return sorted(_LANDMARKERS)
+    return sorted(_LANDMARKER_MODULES)
+
+
+def _create(kind: str, modules: dict[str, str], table: dict, name: str, opts: dict):  # noqa: ANN202
+    import importlib
+
+    if name not in modules:
+        raise ValueError(f"unknown {kind} {name!r}; available: {', '.join(sorted(modules))}")
+    importlib.import_module(f"facelab.detect.{modules[name]}")  # runs its @register decorators
+    return table[name](**opts)
 
 
 def create_detector(name: str, **opts) -> FaceDetector:  # noqa: ANN003
-    _load_plugins()
-    if name not in _DETECTORS:
-        raise ValueError(f"unknown detector {name!r}; available: {', '.join(sorted(_DETECTORS))}")
-    return _DETECTORS[name](**opts)
+    return _create("detector", _DETECTOR_MODULES, _DETECTORS, name, opts)
 
 
 def create_landmarker(name: str, **opts) -> Landmarker:  # noqa: ANN003
-    _load_plugins()
-    if name not in _LANDMARKERS:
-        raise ValueError(f"unknown landmarker {name!r}; available: {', '.join(sorted(_LANDMARKERS))}")
-    return _LANDMARKERS[name](**opts)
+    return _create("landmarker", _LANDMARKER_MODULES, _LANDMARKERS, name, opts)
