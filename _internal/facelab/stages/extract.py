@@ -37,6 +37,7 @@ from facelab.log import progress
 from facelab.options import option
 from facelab.report import Report
 from facelab.types import ImageBGR
+from facelab.ui import can_show_windows
 from facelab.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -166,26 +167,75 @@ def _smoothed(window: list[_Frame], centre: int, face: _Face, radius: int) -> np
     return smooth_track(seq, radius=k)[k]
 
 
+class _FaceWriter:
+    """Warps, encodes and writes one frame's faces (+ its debug overlay); thread-safe."""
+
+    def __init__(self, opts: ExtractOptions, face_type: FaceType, size: int, aligned_dir: Path, debug_dir: Path):
+        self.opts, self.face_type, self.size = opts, face_type, size
+        self.aligned_dir, self.debug_dir = aligned_dir, debug_dir
+
+    def write(self, path: Path, image: ImageBGR, faces: list[_Face], landmarks: list[np.ndarray]) -> int:
+        opts = self.opts
+        debug = image.copy() if opts.output_debug else None
+        for i, (face, lm) in enumerate(zip(faces, landmarks)):
+            mat = get_transform_mat(lm, self.size, self.face_type)
+            meta = FaceMeta(
+                face_type=self.face_type,
+                landmarks=transform_points(lm, mat).astype(np.float32),
+                source_filename=path.name,
+                source_rect=np.array(face.det.rect, np.float64),
+                source_landmarks=lm,
+                image_to_face_mat=mat,
+                track_id=face.track,
+                extra={"detector": opts.detector, "landmarker": opts.landmarker, "score": round(face.det.score, 4)},
+            )
+            write_face(self.aligned_dir / f"{path.stem}_{i}.jpg", warp_face(image, mat, self.size), meta, opts.jpeg_quality)
+            if debug is not None:
+                draw_face_debug(debug, face.det.rect, lm, mat, self.size)
+        if debug is not None:
+            write_image_atomic(self.debug_dir / f"{path.stem}.jpg", debug, jpeg_quality=50)
+        return len(faces)
+
+
 def extract(ws: Workspace, opts: ExtractOptions) -> Report:
     """`data_<side>/*.png|jpg` -> `data_<side>/aligned/<stem>_<i>.jpg` (+ `aligned_debug/<stem>.jpg`)."""
     started = time.perf_counter()
     ws.require()
-    if opts.detector == "manual" or opts.manual_fix or opts.manual_reextract_deleted_debug:
-        raise UserError("manual face extraction (the click-to-place window) is not built yet in this version")
     face_type = FaceType.parse(opts.face_type)
     size = _resolved_size(opts, face_type)
     side = opts.side  # type: ignore[assignment]
     frames_dir, aligned_dir, debug_dir = ws.frames_dir(side), ws.aligned_dir(side), ws.aligned_debug_dir(side)
+    reextract = opts.manual_reextract_deleted_debug
+    manual_only = opts.detector == "manual" or reextract
+    if (manual_only or opts.manual_fix) and not can_show_windows():
+        raise UserError("manual extraction opens a window and this machine has no display: run it on your desktop")
     frames = list_images(frames_dir)
     if not frames:
         raise UserError(f"{frames_dir} has no frames: run {'2_extract_images_src' if side == 'src' else '3_extract_images_dst'} first")
+    aligned_dir.mkdir(parents=True, exist_ok=True)
+    if opts.output_debug or reextract:
+        debug_dir.mkdir(parents=True, exist_ok=True)
+    writer = _FaceWriter(opts if not reextract else _with(opts, output_debug=True), face_type, size, aligned_dir, debug_dir)
+    counts = {"frames": 0, "faces": 0, "no_face": 0, "unreadable": 0, "manual": 0}
+
+    if reextract:
+        targets = [f for f in frames if not (debug_dir / f"{f.stem}.jpg").exists()]
+        if not targets:
+            return Report("extract", f"every frame of {frames_dir} still has its aligned_debug image: nothing to re-extract",
+                          time.perf_counter() - started, counts)  # fmt: skip
+        for f in targets:
+            for old in aligned_dir.glob(f"{f.stem}_*.jpg"):
+                old.unlink()
+        _manual_faces(targets, opts, face_type, size, writer, counts)
+        return Report("extract", f"{counts['faces']} faces placed by hand on {len(targets)} frames whose debug image was deleted",
+                      time.perf_counter() - started, counts)  # fmt: skip
 
     key = _settings_key(opts, face_type, size)
     state_path = aligned_dir / STATE_FILE
     state = _load_state(state_path)
     existing = list_images(aligned_dir)
     resume_after = None
-    if not opts.overwrite and state is not None and state.get("settings") == key:
+    if not opts.overwrite and not manual_only and state is not None and state.get("settings") == key:
         resume_after = state.get("done_through")
     elif existing and not opts.overwrite:
         why = "with other settings" if state is not None else "by an earlier run or another tool"
@@ -196,43 +246,89 @@ def extract(ws: Workspace, opts: ExtractOptions) -> Report:
         for p in existing + list_images(debug_dir):
             p.unlink()
         state_path.unlink(missing_ok=True)
-    todo = [p for p in frames if resume_after is None or p.name > resume_after]
-    aligned_dir.mkdir(parents=True, exist_ok=True)
-    if opts.output_debug:
-        debug_dir.mkdir(parents=True, exist_ok=True)
-    if not todo:
-        return Report("extract", f"all {len(frames)} frames were already extracted into {aligned_dir} (--overwrite starts over)",
-                      time.perf_counter() - started, {"frames": 0, "faces": 0})  # fmt: skip
-    if resume_after:
-        log.info("continuing after %s: %d of %d frames left", resume_after, len(todo), len(frames))
 
+    if manual_only:
+        _manual_faces(frames, opts, face_type, size, writer, counts)
+        return Report("extract", f"{counts['faces']} faces placed by hand on {len(frames)} frames -> {aligned_dir}",
+                      time.perf_counter() - started, counts)  # fmt: skip
+
+    todo = [p for p in frames if resume_after is None or p.name > resume_after]
+    if resume_after and todo:
+        log.info("continuing after %s: %d of %d frames left", resume_after, len(todo), len(frames))
+    unreadable: list[str] = []
+    if todo:
+        unreadable = _auto_pass(todo, opts, face_type, writer, state_path, key, resume_after, counts)
+    if opts.manual_fix:
+        have = {p.stem.rsplit("_", 1)[0] for p in list_images(aligned_dir)}
+        missing = [f for f in frames if f.stem not in have and f.name not in unreadable]
+        if missing:
+            _manual_faces(missing, opts, face_type, size, writer, counts)
+    if not todo and not counts["manual"]:
+        return Report("extract", f"all {len(frames)} frames were already extracted into {aligned_dir} (--overwrite starts over)",
+                      time.perf_counter() - started, counts)  # fmt: skip
+    counts["unreadable"] = len(unreadable)
+    summary = (
+        f"{counts['faces']} faces from {counts['frames']} frames -> {aligned_dir}"
+        f" ({face_type.dfl_name}, {size} px); {counts['no_face']} frames without a face"
+    )
+    if counts["manual"]:
+        summary += f"; {counts['manual']} placed by hand"
+    if unreadable:
+        shown = ", ".join(unreadable[:5]) + (" ..." if len(unreadable) > 5 else "")
+        summary += f"; {len(unreadable)} unreadable frames skipped: {shown}"
+    return Report("extract", summary, time.perf_counter() - started, counts)
+
+
+def _with(opts: ExtractOptions, **changes) -> ExtractOptions:  # noqa: ANN003
+    from dataclasses import replace
+
+    return replace(opts, **changes)
+
+
+def _manual_faces(
+    frames: list[Path], opts: ExtractOptions, face_type: FaceType, size: int, writer: _FaceWriter, counts: dict
+) -> None:
+    """Open the manual window on `frames` and write the faces placed there."""
+    landmarkers: dict[bool, object] = {}
+
+    def landmarker_for(accurate: bool):  # noqa: ANN202
+        if accurate not in landmarkers:
+            extra = {"passes": 2 if accurate else 1} if opts.landmarker == "facemesh68" else {}
+            landmarkers[accurate] = create_landmarker(
+                opts.landmarker, weights=opts.landmarker_weights or None, device=opts.device, **extra
+            )
+        return landmarkers[accurate]
+
+    from facelab.ui import manual  # Qt is imported only when a window is really opened
+
+    results = manual.run_manual_pass(frames, landmarker_for, face_type, size)
+    for path in frames:
+        placed = results.get(path.name)
+        if placed is None:
+            continue
+        image = read_image(path)
+        if image is None:
+            continue
+        rect, lm = placed
+        counts["faces"] += writer.write(path, image, [_Face(Detection(rect, 1.0), lm)], [lm])
+        counts["manual"] += 1
+
+
+def _auto_pass(
+    todo: list[Path],
+    opts: ExtractOptions,
+    face_type: FaceType,
+    writer: _FaceWriter,
+    state_path: Path,
+    key: dict,
+    resume_after: str | None,
+    counts: dict,
+) -> list[str]:
+    """The detector pipeline over `todo`; returns the names of unreadable frames."""
     detector = create_detector(opts.detector, weights=opts.detector_weights or None, device=opts.device)
     landmarker = create_landmarker(opts.landmarker, weights=opts.landmarker_weights or None, device=opts.device)
     radius = SMOOTH_RADIUS if opts.smooth_landmarks else 0
-    counts = {"frames": 0, "faces": 0, "no_face": 0, "unreadable": 0}
     unreadable: list[str] = []
-
-    def write_frame(path: Path, image: ImageBGR, faces: list[_Face], landmarks: list[np.ndarray]) -> int:
-        debug = image.copy() if opts.output_debug else None
-        for i, (face, lm) in enumerate(zip(faces, landmarks)):
-            mat = get_transform_mat(lm, size, face_type)
-            meta = FaceMeta(
-                face_type=face_type,
-                landmarks=transform_points(lm, mat).astype(np.float32),
-                source_filename=path.name,
-                source_rect=np.array(face.det.rect, np.float64),
-                source_landmarks=lm,
-                image_to_face_mat=mat,
-                track_id=face.track,
-                extra={"detector": opts.detector, "landmarker": opts.landmarker, "score": round(face.det.score, 4)},
-            )
-            write_face(aligned_dir / f"{path.stem}_{i}.jpg", warp_face(image, mat, size), meta, opts.jpeg_quality)
-            if debug is not None:
-                draw_face_debug(debug, face.det.rect, lm, mat, size)
-        if debug is not None:
-            write_image_atomic(debug_dir / f"{path.stem}.jpg", debug, jpeg_quality=50)
-        return len(faces)
-
     writes: deque[tuple[str, Future]] = deque()
     last_saved = time.monotonic()
     done_through = resume_after
@@ -255,15 +351,15 @@ def extract(ws: Workspace, opts: ExtractOptions) -> Report:
             fut = _done(0)
         else:
             lms = [_smoothed(window, centre, f, radius) if radius else f.landmarks for f in frame.faces]
-            fut = writer.submit(write_frame, frame.path, image, list(frame.faces), lms)
+            fut = pool.submit(writer.write, frame.path, image, list(frame.faces), lms)
         writes.append((frame.path.name, fut))
         settle(WRITE_QUEUE)
 
     window: list[_Frame] = []
     prev_tracks: list[tuple[int, tuple]] = []
     next_track = 0
-    bar = progress(total=len(todo), desc=f"faces from data_{side}", unit="frame")
-    with ThreadPoolExecutor(2, thread_name_prefix="read") as reader, ThreadPoolExecutor(2, thread_name_prefix="write") as writer:
+    bar = progress(total=len(todo), desc=f"faces from data_{opts.side}", unit="frame")
+    with ThreadPoolExecutor(2, thread_name_prefix="read") as reader, ThreadPoolExecutor(2, thread_name_prefix="write") as pool:
         try:
             for path, image in _prefetch(reader, read_image, todo, PREFETCH):
                 frame = _Frame(path, image)
@@ -290,16 +386,7 @@ def extract(ws: Workspace, opts: ExtractOptions) -> Report:
             settle(0)
         finally:
             bar.close()
-
-    counts["unreadable"] = len(unreadable)
-    summary = (
-        f"{counts['faces']} faces from {counts['frames']} frames -> {aligned_dir}"
-        f" ({face_type.dfl_name}, {size} px); {counts['no_face']} frames without a face"
-    )
-    if unreadable:
-        shown = ", ".join(unreadable[:5]) + (" ..." if len(unreadable) > 5 else "")
-        summary += f"; {len(unreadable)} unreadable frames skipped: {shown}"
-    return Report("extract", summary, time.perf_counter() - started, counts)
+    return unreadable
 
 
 def _done(value: int) -> Future:
