@@ -2,7 +2,7 @@
 
 Differences from DFL, on purpose:
 - a pipeline instead of batch-1 worker processes: frames are decoded ahead in threads, faces are
-  found on the main thread, and warping + JPEG encoding + writing run in a thread pool behind
+  found on the main thread in batches of frames, and warping + JPEG encoding + writing run in a thread pool behind
   bounded queues (OpenCV releases the GIL), so both cores stay busy;
 - the crop really is Lanczos (DFL's flag landed in `dst` and it warped bilinearly);
 - resumable: `aligned/.facelab_extract.json` records the settings and the last frame completed in
@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 
 STATE_FILE = ".facelab_extract.json"
 PREFETCH = 8
+BATCH = 8  # frames per detector/landmarker call (the torch plugins run them as one batch)
 WRITE_QUEUE = 16
 SMOOTH_RADIUS = 2
 T = TypeVar("T")
@@ -124,13 +125,12 @@ def _settings_key(opts: ExtractOptions, face_type: FaceType, size: int) -> dict:
             "landmarker": opts.landmarker, "max_faces": opts.max_faces}  # fmt: skip
 
 
-def find_faces(
-    frame: ImageBGR, detector, landmarker, face_type: FaceType, max_faces: int  # noqa: ANN001
+def keep_faces(
+    dets: list[Detection], landmarks: list[np.ndarray | None], face_type: FaceType, max_faces: int
 ) -> list[_Face]:
-    """Detect, landmark and filter the faces of one frame, largest first."""
-    dets = detector.detect(frame)
+    """Pair detections with their landmarks, drop failures, largest first, at most `max_faces`."""
     found = []
-    for det, lm in zip(dets, landmarker.landmarks(frame, dets)):
+    for det, lm in zip(dets, landmarks):
         if lm is None:
             continue
         if face_type <= FaceType.FULL_NO_ALIGN:
@@ -361,26 +361,31 @@ def _auto_pass(
     bar = progress(total=len(todo), desc=f"faces from data_{opts.side}", unit="frame")
     with ThreadPoolExecutor(2, thread_name_prefix="read") as reader, ThreadPoolExecutor(2, thread_name_prefix="write") as pool:
         try:
-            for path, image in _prefetch(reader, read_image, todo, PREFETCH):
-                frame = _Frame(path, image)
-                counts["frames"] += 1
-                if image is None:
-                    unreadable.append(path.name)
-                    log.warning("%s cannot be read as an image: skipped", path.name)
-                else:
-                    frame.faces = find_faces(image, detector, landmarker, face_type, opts.max_faces)
-                    if not frame.faces:
-                        counts["no_face"] += 1
-                    ids, next_track = link_tracks(prev_tracks, [f.det.rect for f in frame.faces], next_track)
-                    for f, tid in zip(frame.faces, ids):
-                        f.track = tid
-                    prev_tracks = [(f.track, f.det.rect) for f in frame.faces]
-                window.append(frame)
-                if len(window) > radius:
-                    finish(window, len(window) - 1 - radius)
-                if len(window) > 2 * radius + 1:
-                    window.pop(0)
-                bar.update(1)
+            frames_iter = _prefetch(reader, read_image, todo, PREFETCH)
+            while chunk := list(islice(frames_iter, BATCH)):
+                images = [image for _, image in chunk if image is not None]
+                dets = detector.detect_batch(images)
+                found = iter(zip(dets, landmarker.landmarks_batch(images, dets)))
+                for path, image in chunk:
+                    frame = _Frame(path, image)
+                    counts["frames"] += 1
+                    if image is None:
+                        unreadable.append(path.name)
+                        log.warning("%s cannot be read as an image: skipped", path.name)
+                    else:
+                        frame.faces = keep_faces(*next(found), face_type, opts.max_faces)
+                        if not frame.faces:
+                            counts["no_face"] += 1
+                        ids, next_track = link_tracks(prev_tracks, [f.det.rect for f in frame.faces], next_track)
+                        for f, tid in zip(frame.faces, ids):
+                            f.track = tid
+                        prev_tracks = [(f.track, f.det.rect) for f in frame.faces]
+                    window.append(frame)
+                    if len(window) > radius:
+                        finish(window, len(window) - 1 - radius)
+                    if len(window) > 2 * radius + 1:
+                        window.pop(0)
+                    bar.update(1)
             for centre in range(max(0, len(window) - radius), len(window)):
                 finish(window, centre)
             settle(0)
