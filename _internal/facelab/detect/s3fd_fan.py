@@ -306,11 +306,18 @@ def load_into(net: nn.Module, weights: dict[str, torch.Tensor], path: Path, what
         target.copy_(value)
 
 
-def _missing_weights(what: str, flag: str, name: str) -> UserError:
-    return UserError(
-        f"the {what} needs its weights file, which FaceLab does not download: pass {flag} PATH "
-        f"(DFL's {name}.npy from a DeepFaceLab install, or face-alignment's .pth)"
-    )
+def build_net(net: nn.Module, weights: str | None, device: str, model: str, what: str, flag: str) -> tuple[nn.Module, torch.device]:
+    """`net` in eval mode with the user's weights file loaded, on the resolved device."""
+    if not weights:
+        raise UserError(
+            f"the {what} needs its weights file, which FaceLab does not download: pass {flag} PATH "
+            f"(DFL's {model if model != 'FAN' else '2DFAN'}.npy from a DeepFaceLab install, or face-alignment's .pth)"
+        )
+    dev = resolve_device(device)
+    net = net.eval()
+    with torch.no_grad():
+        load_into(net, read_weights(Path(weights), model), Path(weights), "2DFAN" if model == "FAN" else model)
+    return net.to(dev), dev
 
 
 @register_detector("s3fd")
@@ -318,13 +325,7 @@ class S3FDDetector(FaceDetector):
     """DFL's default detector. Weights from `--detector-weights` (S3FD.npy or s3fd .pth)."""
 
     def __init__(self, weights: str | None = None, device: str = "auto", min_score: float = 0.5, **_ignored):  # noqa: ANN003
-        if not weights:
-            raise _missing_weights("s3fd detector", "--detector-weights", "S3FD")
-        self.device = resolve_device(device)
-        self.net = S3FDNet().eval()
-        with torch.no_grad():
-            load_into(self.net, read_weights(Path(weights), "S3FD"), Path(weights), "S3FD")
-        self.net.to(self.device)
+        self.net, self.device = build_net(S3FDNet(), weights, device, "S3FD", "s3fd detector", "--detector-weights")
         self.min_score = min_score
 
     @staticmethod
@@ -364,13 +365,7 @@ class FANLandmarker(Landmarker):
     """2DFAN-4 landmarks (DFL's default). Weights from `--landmarker-weights`."""
 
     def __init__(self, weights: str | None = None, device: str = "auto", **_ignored):  # noqa: ANN003
-        if not weights:
-            raise _missing_weights("fan landmarker", "--landmarker-weights", "2DFAN")
-        self.device = resolve_device(device)
-        self.net = FANNet().eval()
-        with torch.no_grad():
-            load_into(self.net, read_weights(Path(weights), "FAN"), Path(weights), "2DFAN")
-        self.net.to(self.device)
+        self.net, self.device = build_net(FANNet(), weights, device, "FAN", "fan landmarker", "--landmarker-weights")
 
     @torch.no_grad()
     def landmarks(self, frame_bgr: ImageBGR, detections: Sequence[Detection]) -> list[Landmarks68 | None]:
