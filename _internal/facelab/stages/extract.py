@@ -19,7 +19,7 @@ import logging
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import islice
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, TypeVar
@@ -215,7 +215,7 @@ def extract(ws: Workspace, opts: ExtractOptions) -> Report:
     aligned_dir.mkdir(parents=True, exist_ok=True)
     if opts.output_debug or reextract:
         debug_dir.mkdir(parents=True, exist_ok=True)
-    writer = _FaceWriter(opts if not reextract else _with(opts, output_debug=True), face_type, size, aligned_dir, debug_dir)
+    writer = _FaceWriter(opts if not reextract else replace(opts, output_debug=True), face_type, size, aligned_dir, debug_dir)
     counts = {"frames": 0, "faces": 0, "no_face": 0, "unreadable": 0, "manual": 0}
 
     if reextract:
@@ -277,12 +277,6 @@ def extract(ws: Workspace, opts: ExtractOptions) -> Report:
         shown = ", ".join(unreadable[:5]) + (" ..." if len(unreadable) > 5 else "")
         summary += f"; {len(unreadable)} unreadable frames skipped: {shown}"
     return Report("extract", summary, time.perf_counter() - started, counts)
-
-
-def _with(opts: ExtractOptions, **changes) -> ExtractOptions:  # noqa: ANN003
-    from dataclasses import replace
-
-    return replace(opts, **changes)
 
 
 def _manual_faces(

@@ -239,7 +239,7 @@ def run_manual_pass(
     initial: dict[str, Result] | None = None,
 ) -> dict[str, Result]:
     """Show the window until the user finishes; return {frame name: (box, landmarks) or None}."""
-    app = QApplication.instance() or QApplication([])
+    _app = QApplication.instance() or QApplication([])  # noqa: F841 - must exist (and live) before any widget
     window = ManualExtractWindow(frames, landmarker_for, face_type, size, initial)
     loop = QEventLoop()
     window.closed.connect(loop.quit)
