@@ -51,7 +51,7 @@ class Command:
 
 
 def _commands() -> dict[str, Command]:
-    from facelab.stages import clear, extract, faceset, video
+    from facelab.stages import clear, extract, faceset, sort, video
 
     built = [
         Command("clear-workspace", "1: delete everything in the workspace and recreate its folders",
@@ -62,13 +62,14 @@ def _commands() -> dict[str, Command]:
         Command("denoise", "3: temporal denoise of extracted frames", video.DenoiseOptions, video.denoise),
         Command("extract", "4/5: detect faces and write aligned faces (+ debug overlays)",
                 extract.ExtractOptions, extract.extract),
+        Command("sort", "4.2/5.2: sort an aligned faceset (trash goes to <aligned>_trash)",
+                sort.SortOptions, sort.sort_faceset),
         Command("faceset", "4.2/5.2: faceset utilities (dump; metadata, pack, resize, info, ... to come)",
                 faceset.FacesetOptions, faceset.run, emits=True),
         Command("video-from-frames", "8: data_dst/merged frames -> result.mp4 / .mov with data_dst's audio",
                 video.MergedVideoOptions, video.video_from_frames),
     ]  # fmt: skip
     not_built = [
-        Command("sort", "4.2/5.2: sort an aligned faceset"),
         Command("xseg", "5.XSeg: mask editor, training, apply/remove/fetch"),
         Command("train", "6: train SAEHD or Quick96"),
         Command("export", "6: export a trained model to ONNX / .dfm"),

@@ -304,6 +304,23 @@ def embed_meta(image_bytes: bytes, meta: FaceMeta) -> bytes:
     return _embed_jpeg(image_bytes, text)
 
 
+def image_size_from_bytes(data: bytes) -> tuple[int, int] | None:
+    """(height, width) from a JPEG's SOF or a PNG's IHDR without decoding; None if unknown."""
+    if data.startswith(_PNG_SIGNATURE) and data[12:16] == b"IHDR":
+        width, height = struct.unpack(">II", data[16:24])
+        return height, width
+    if data.startswith(b"\xff\xd8"):
+        try:
+            segments, _ = _jpeg_segments(data)
+        except FaceMetaError:
+            return None
+        for marker, payload in segments:
+            if marker in (0xC0, 0xC1, 0xC2) and len(payload) >= 5:
+                height, width = struct.unpack(">HH", payload[1:5])
+                return height, width
+    return None
+
+
 def meta_from_bytes(data: bytes, name: str = "image") -> FaceMeta | None:
     """Metadata embedded in JPEG/PNG bytes: ours, or DFL's legacy APP15; None if there is none."""
     if data.startswith(_PNG_SIGNATURE):

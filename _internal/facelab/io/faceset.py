@@ -1,0 +1,127 @@
+"""A faceset as a list of faces, from a folder of aligned images or a packed `faceset.fpk`.
+
+The pack is a plain zip (nothing executable inside, no pickle):
+- `manifest.json`: schema, version, and per face its name, size, sha256 and metadata;
+- the face images themselves, stored byte for byte (JPEG/PNG are already compressed).
+Unpacking gives back identical files. A pack whose bytes were changed is refused by name: zip's
+CRC and the manifest's sha256 both guard every face. Training reads a pack directly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+from facelab.errors import UserError
+from facelab.io.faceimage import FaceMeta, FaceMetaError, image_size_from_bytes, meta_from_bytes
+from facelab.io.frames import list_images
+
+PACK_NAME = "faceset.fpk"
+PACK_SCHEMA = "facelab.faceset-pack"
+PACK_VERSION = 1
+
+
+@dataclass(frozen=True, eq=False)
+class Face:
+    """One aligned face: where its bytes are, and its metadata (None: a plain image)."""
+
+    name: str
+    meta: FaceMeta | None
+    read_bytes: Callable[[], bytes]
+    path: Path | None = None  # None inside a pack
+    error: str | None = None  # why the metadata could not be read
+    shape: tuple[int, int] | None = None  # (height, width) of the image, from its header
+
+
+def _face_from_file(path: Path) -> Face:
+    data = path.read_bytes()
+    shape = image_size_from_bytes(data)
+    try:
+        return Face(path.name, meta_from_bytes(data, path.name), path.read_bytes, path, shape=shape)
+    except FaceMetaError as exc:
+        return Face(path.name, None, path.read_bytes, path, str(exc), shape=shape)
+
+
+def load_faceset(folder: Path) -> list[Face]:
+    """Every face of an aligned folder, or of its `faceset.fpk` when the folder holds only that."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UserError(f"{folder} is not a folder")
+    files = list_images(folder)
+    pack = folder / PACK_NAME
+    if not files and pack.exists():
+        return list(read_pack(pack))
+    return [_face_from_file(p) for p in files]
+
+
+def require_faces(folder: Path, what: str = "faces") -> list[Face]:
+    faces = load_faceset(folder)
+    if not faces:
+        raise UserError(f"{folder} has no {what}: extract faces first (scripts 4 / 5)")
+    return faces
+
+
+# ---------------------------------------------------------------- pack
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def write_pack(faces: list[Face], pack_path: Path) -> int:
+    """Pack `faces` into `pack_path` (written to a temp name, then renamed). Returns bytes written."""
+    tmp = pack_path.with_name(pack_path.name + ".tmp")
+    entries = []
+    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
+        for face in faces:
+            data = face.read_bytes()
+            zf.writestr(face.name, data)
+            entries.append({"name": face.name, "size": len(data), "sha256": _sha256(data),
+                            "shape": list(face.shape or image_size_from_bytes(data) or []) or None,
+                            "meta": face.meta.to_dict() if face.meta else None})  # fmt: skip
+        manifest = {"schema": PACK_SCHEMA, "version": PACK_VERSION, "faces": entries}
+        zf.writestr("manifest.json", json.dumps(manifest, separators=(",", ":")))
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, pack_path)
+    return pack_path.stat().st_size
+
+
+def _damaged(pack: Path, why: str) -> UserError:
+    return UserError(f"{pack} is damaged ({why}): unpack it from a backup, or extract the faces again")
+
+
+def read_pack(pack: Path) -> Iterator[Face]:
+    """The faces of a pack, each checked against the manifest when its bytes are read."""
+    try:
+        zf = zipfile.ZipFile(pack)
+        manifest = json.loads(zf.read("manifest.json"))
+    except (zipfile.BadZipFile, KeyError, ValueError, OSError) as exc:
+        raise _damaged(pack, str(exc)) from None
+    if manifest.get("schema") != PACK_SCHEMA:
+        raise UserError(f"{pack} is not a FaceLab faceset pack")
+    if int(manifest.get("version", 0)) > PACK_VERSION:
+        raise UserError(f"{pack} was written by a newer FaceLab (pack version {manifest['version']}): update FaceLab")
+    names = set(zf.namelist())
+    for entry in manifest["faces"]:
+        name = entry["name"]
+        if name not in names or "/" in name or "\\" in name or name.startswith("."):
+            raise _damaged(pack, f"entry {name!r} is missing or not a plain file name")
+        shape = tuple(entry["shape"]) if entry.get("shape") else None
+
+        def read(name: str = name, entry: dict = entry) -> bytes:
+            try:
+                data = zf.read(name)
+            except (zipfile.BadZipFile, OSError) as exc:  # CRC mismatch and friends
+                raise _damaged(pack, f"{name}: {exc}") from None
+            if len(data) != entry["size"] or _sha256(data) != entry["sha256"]:
+                raise _damaged(pack, f"{name} does not match its checksum")
+            return data
+
+        meta = FaceMeta.from_dict(entry["meta"]) if entry.get("meta") else None
+        yield Face(name, meta, read, shape=shape)
