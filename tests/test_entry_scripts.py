@@ -34,11 +34,8 @@ def test_sh_twins_are_executable():
         assert os.access(REPO / "scripts" / f"{name}.sh", os.X_OK), name
 
 
-BUILT = {"clear-workspace", "extract-video", "cut-video", "denoise", "video-from-frames", "extract", "sort"}
-NOT_BUILT = [
-    name for name, args in ENTRY_SCRIPTS.items()
-    if args[0] not in BUILT or args[0] == "faceset"
-]  # fmt: skip
+BUILT = {"clear-workspace", "extract-video", "cut-video", "denoise", "video-from-frames", "extract", "sort", "faceset"}
+NOT_BUILT = [name for name, args in ENTRY_SCRIPTS.items() if args[0] not in BUILT]
 
 
 @pytest.mark.parametrize("name", NOT_BUILT)
@@ -47,6 +44,13 @@ def test_scripts_of_stages_not_built_say_so_in_one_line(name, ws, script):
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "is not built yet" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("name", [n for n in ENTRY_SCRIPTS if "_util_" in n or n.endswith("_sort")])
+def test_faceset_scripts_on_an_empty_faceset_say_so(name, ws, script):
+    proc = script(name, "--workspace", str(ws.root), "--non-interactive")
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+    assert "has no faces" in proc.stderr or "has no faceset.fpk" in proc.stderr or "does not exist" in proc.stderr, proc.stderr
 
 
 def test_user_arguments_pass_through_and_workspace_override_wins(tmp_path, script):

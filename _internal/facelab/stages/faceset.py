@@ -1,35 +1,72 @@
-"""Scripts 4.2 / 5.2 faceset utilities (dfl-spec §11 "Faceset utilities").
+"""Scripts 4.2 / 5.2 faceset utilities (dfl-spec §11 "Faceset utilities"), plus `dump` and `info`.
 
-Built so far: `dump`, one JSON object per line per face (file name and every metadata field,
-arrays as lists), for users and scripts. The other utilities (metadata save/restore, pack,
-resize, info, ...) come with the faceset-tools issue.
+`run` is a generator: it yields output lines (dump's JSON, info's table) and returns the Report.
+
+Actions and where they differ from DFL:
+- dump: one JSON object per face (file name and every metadata field).
+- add-landmarks-debug: overlays go to `<aligned>_landmarks/` (DFL wrote `<stem>_debug.jpg` into
+  the faceset itself, where training then met images without metadata).
+- recover-filenames: back to `<frame stem>_<n>.jpg` from the metadata.
+- metadata-save / metadata-restore: `facelab_meta.json` in the folder (JSON, not pickle). Restore
+  re-embeds it into images an editor stripped; an image whose size changed is resized back
+  (Lanczos), or with `--keep-size` keeps its size and the metadata is scaled to it.
+- pack / unpack: `faceset.fpk`, a zip with a checksummed JSON manifest (`io.faceset`). Pack checks
+  the pack it wrote before deleting the loose files (`--no-delete-originals` keeps them); unpack
+  restores byte-identical files and then deletes the pack.
+- resize: size and optional face type change into `<aligned>_resized/`; landmarks, polygons, the
+  applied mask and the matrix are carried over (a wider face type than the source leaves black
+  borders, as in DFL).
+- export-masks: `<aligned>_masks/<stem>.png`, the applied XSeg mask, else the polygons.
+- info: counts, face types, sizes, labels, a yaw/pitch coverage table, and `<aligned>_info/`
+  with a contact sheet and a yaw x pitch plot (outside the faceset, so training never reads them).
 """
 
 from __future__ import annotations
 
 import json
+import math
+import os
 import time
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator
 
-from facelab.errors import UserError
-from facelab.io.faceimage import FaceMetaError, read_meta
-from facelab.io.frames import list_images
+import cv2
+import numpy as np
+
+from facelab.core.landmarks import FaceType, estimate_pitch_yaw_roll, get_transform_mat, transform_points
+from facelab.core.masks import polygons_mask
+from facelab.core.overlay import draw_face_debug
+from facelab.errors import ConfirmationNeeded, UserError
+from facelab.io.faceimage import FaceMeta, FaceMetaError, XSegPolygon, write_face, write_meta
+from facelab.io.faceset import PACK_NAME, Face, load_faceset, read_pack, write_pack
+from facelab.io.frames import list_images, read_image, write_bytes_atomic, write_image_atomic, write_text_atomic
+from facelab.log import iterate
 from facelab.options import option
 from facelab.report import Report
 from facelab.workspace import Workspace
 
-ACTIONS = ("dump", "add-landmarks-debug", "recover-filenames", "metadata-save", "metadata-restore", "pack",
-           "unpack", "resize", "info", "export-masks")  # fmt: skip
+ACTIONS = ("dump", "info", "add-landmarks-debug", "recover-filenames", "metadata-save", "metadata-restore",
+           "pack", "unpack", "resize", "export-masks")  # fmt: skip
+META_FILE = "facelab_meta.json"
 
 
 @dataclass(frozen=True)
 class FacesetOptions:
-    action: str = option("Action", "dump", choices=ACTIONS, ask=False, positional=True, help="what to do")
+    action: str = option("Action", "info", choices=ACTIONS, ask=False, positional=True, help="what to do")
     input_dir: str = option("Input folder", "", ask=False, positional=True,
                             help="aligned folder; default workspace/data_<side>/aligned")  # fmt: skip
     side: str = option("Side", "src", choices=("src", "dst"), ask=False, help="which faceset when no folder is given")
+    image_size: int = option("New image size", 512, min=128, max=2048, ask=lambda v: v["action"] == "resize",
+                             help="resize: side of the resized faces in pixels")  # fmt: skip
+    face_type: str = option("New face type", "same", choices=("same", "h", "mf", "f", "wf", "head"),
+                            ask=lambda v: v["action"] == "resize", help="resize: change the framing, or keep it")  # fmt: skip
+    keep_size: bool = option("Keep edited size", False, ask=False,
+                             help="metadata-restore: keep the edited image size and scale the metadata to it")  # fmt: skip
+    delete_originals: bool = option("Delete original files after packing", True, ask=lambda v: v["action"] == "pack",
+                                    help="pack: remove the loose face files once the pack is written and checked")  # fmt: skip
+    overwrite: bool = option("Overwrite", False, ask=False, help="replace existing output without asking")
 
 
 def _folder(ws: Workspace, opts: FacesetOptions) -> Path:
@@ -43,25 +80,329 @@ def _folder(ws: Workspace, opts: FacesetOptions) -> Path:
     return folder
 
 
+def _faces_with_meta(folder: Path) -> tuple[list[Face], list[Face]]:
+    faces = load_faceset(folder)
+    if not faces:
+        raise UserError(f"{folder} has no faces: extract faces first (scripts 4 / 5)")
+    return [f for f in faces if f.meta is not None], [f for f in faces if f.meta is None]
+
+
+def _output_dir(folder: Path, suffix: str, overwrite: bool) -> Path:
+    out = folder.parent / f"{folder.name}_{suffix}"
+    if list_images(out) and not overwrite:
+        raise ConfirmationNeeded(f"{out} already holds {len(list_images(out))} images that will be replaced", "overwrite")
+    out.mkdir(exist_ok=True)
+    return out
+
+
 def run(ws: Workspace, opts: FacesetOptions) -> Iterator[str]:
-    """A generator: yields output lines, returns the Report."""
     started = time.perf_counter()
-    if opts.action != "dump":
-        raise UserError(f"faceset {opts.action} is not built yet in this version")
     folder = _folder(ws, opts)
+    handler = {
+        "dump": _dump, "info": _info, "add-landmarks-debug": _landmarks_debug, "recover-filenames": _recover,
+        "metadata-save": _meta_save, "metadata-restore": _meta_restore, "pack": _pack, "unpack": _unpack,
+        "resize": _resize, "export-masks": _export_masks,
+    }[opts.action]  # fmt: skip
+    summary, counts = yield from handler(folder, opts)
+    return Report(f"faceset {opts.action}", summary, time.perf_counter() - started, counts)
+
+
+# ---------------------------------------------------------------- dump / info
+
+
+def _dump(folder: Path, opts: FacesetOptions):  # noqa: ANN202 - generator
     faces = skipped = 0
-    for path in list_images(folder):
-        try:
-            meta = read_meta(path)
-        except FaceMetaError as exc:
-            yield json.dumps({"file": path.name, "error": str(exc)})
+    for face in load_faceset(folder):
+        if face.meta is None:
+            yield json.dumps({"file": face.name, "error": face.error or "no face metadata"})
             skipped += 1
             continue
-        if meta is None:
-            yield json.dumps({"file": path.name, "error": "no face metadata"})
-            skipped += 1
-            continue
-        yield json.dumps({"file": path.name, **meta.to_dict()}, separators=(",", ":"))
+        yield json.dumps({"file": face.name, **face.meta.to_dict()}, separators=(",", ":"))
         faces += 1
-    return Report("faceset dump", f"{faces} faces in {folder}" + (f", {skipped} without readable metadata" if skipped else ""),
-                  time.perf_counter() - started, {"faces": faces, "skipped": skipped})  # fmt: skip
+    tail = f", {skipped} without readable metadata" if skipped else ""
+    return f"{faces} faces in {folder}{tail}", {"faces": faces, "skipped": skipped}
+
+
+YAW_EDGES_DEG = np.arange(-90, 91, 15)
+PITCH_EDGES_DEG = np.arange(-60, 61, 15)
+
+
+def _info(folder: Path, opts: FacesetOptions):  # noqa: ANN202
+    good, bad = _faces_with_meta(folder)
+    types = Counter(f.meta.face_type.dfl_name for f in good)
+    sizes = Counter(f"{f.shape[1]}x{f.shape[0]}" for f in good if f.shape)
+    polys = sum(1 for f in good if f.meta.xseg_polygons)
+    masks = sum(1 for f in good if f.meta.xseg_mask_png)
+    poses = np.array([estimate_pitch_yaw_roll(f.meta.landmarks, f.shape[1])[:2] for f in good if f.shape]) if good else np.zeros((0, 2))
+    yaw_deg, pitch_deg = np.degrees(poses[:, 1]), np.degrees(poses[:, 0])
+    yield f"faces: {len(good)} with metadata" + (f", {len(bad)} without (not usable for training)" if bad else "")
+    yield "face types: " + ", ".join(f"{k} {v}" for k, v in types.most_common())
+    yield "image sizes: " + ", ".join(f"{k} {v}" for k, v in sizes.most_common())
+    yield f"XSeg: {polys} faces with drawn polygons, {masks} with an applied mask"
+    yield "yaw coverage (head turn, degrees):"
+    counts, _ = np.histogram(np.clip(yaw_deg, -89.9, 89.9), YAW_EDGES_DEG)
+    biggest = max(int(counts.max()), 1) if len(counts) else 1
+    for lo, n in zip(YAW_EDGES_DEG[:-1], counts):
+        bar = "#" * math.ceil(40 * n / biggest) if n else ""
+        yield f"  {lo:+4d}..{lo + 15:+4d}  {n:6d}  {bar}" + ("   <- missing" if n == 0 and -60 <= lo < 60 else "")
+    counts, _ = np.histogram(np.clip(pitch_deg, -59.9, 59.9), PITCH_EDGES_DEG)
+    yield "pitch coverage (head tilt, degrees): " + ", ".join(f"{lo:+d}..{lo + 15:+d}: {n}" for lo, n in zip(PITCH_EDGES_DEG[:-1], counts))
+    out = folder.parent / f"{folder.name}_info"
+    out.mkdir(exist_ok=True)
+    write_image_atomic(out / "contact_sheet.png", contact_sheet(good))
+    write_image_atomic(out / "yaw_pitch.png", yaw_pitch_plot(yaw_deg, pitch_deg))
+    yield f"pictures: {out / 'contact_sheet.png'}, {out / 'yaw_pitch.png'}"
+    return f"{len(good)} faces in {folder}", {"faces": len(good), "without_meta": len(bad), "polygons": polys, "masks": masks}
+
+
+def contact_sheet(faces: list[Face], cell: int = 96, columns: int = 20, limit: int = 400) -> np.ndarray:
+    """Up to `limit` faces, evenly spread over the set, as a grid of `cell` px thumbnails."""
+    picks = [faces[int(i)] for i in np.linspace(0, len(faces) - 1, min(limit, len(faces)))] if faces else []
+    rows = max(1, math.ceil(len(picks) / columns))
+    sheet = np.full((rows * cell, min(columns, max(len(picks), 1)) * cell, 3), 32, np.uint8)
+    for k, face in enumerate(picks):
+        img = cv2.imdecode(np.frombuffer(face.read_bytes(), np.uint8), cv2.IMREAD_REDUCED_COLOR_4)
+        if img is None:
+            continue
+        r, c = divmod(k, columns)
+        sheet[r * cell : (r + 1) * cell, c * cell : (c + 1) * cell] = cv2.resize(img, (cell, cell), interpolation=cv2.INTER_AREA)
+    return sheet
+
+
+def yaw_pitch_plot(yaw_deg: np.ndarray, pitch_deg: np.ndarray, cell: int = 40) -> np.ndarray:
+    """A yaw x pitch grid: brighter = more faces, red = none (angles to look for)."""
+    hist, _, _ = np.histogram2d(np.clip(pitch_deg, -59.9, 59.9), np.clip(yaw_deg, -89.9, 89.9),
+                                [PITCH_EDGES_DEG, YAW_EDGES_DEG])  # fmt: skip
+    ny, nx = hist.shape
+    margin = 60
+    img = np.full((ny * cell + margin + 20, nx * cell + margin + 20, 3), 255, np.uint8)
+    peak = max(hist.max(), 1)
+    for i in range(ny):
+        for j in range(nx):
+            y0, x0 = margin + i * cell, margin + j * cell
+            n = hist[i, j]
+            colour = (60, 60, 230) if n == 0 else tuple(int(255 - 200 * math.sqrt(n / peak)) for _ in range(3))
+            cv2.rectangle(img, (x0, y0), (x0 + cell - 2, y0 + cell - 2), colour, -1)
+            if n:
+                cv2.putText(img, str(int(n)), (x0 + 3, y0 + cell // 2 + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (0, 0, 0), 1)
+    for j, d in enumerate(YAW_EDGES_DEG):
+        cv2.putText(img, f"{d}", (margin + j * cell - 10, margin - 8), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (0, 0, 0), 1)
+    for i, d in enumerate(PITCH_EDGES_DEG):
+        cv2.putText(img, f"{d}", (10, margin + i * cell + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (0, 0, 0), 1)
+    cv2.putText(img, "yaw", (margin, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1)
+    cv2.putText(img, "pitch", (5, margin - 25), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1)
+    return img
+
+
+# ---------------------------------------------------------------- simple utilities
+
+
+def _landmarks_debug(folder: Path, opts: FacesetOptions):  # noqa: ANN202
+    good, bad = _faces_with_meta(folder)
+    out = _output_dir(folder, "landmarks", opts.overwrite)
+    for face in iterate(good, "landmark overlays", "face"):
+        img = cv2.imdecode(np.frombuffer(face.read_bytes(), np.uint8), cv2.IMREAD_COLOR)
+        lm = face.meta.landmarks
+        rect = (float(lm[:, 0].min()), float(lm[:, 1].min()), float(lm[:, 0].max()), float(lm[:, 1].max()))
+        draw_face_debug(img, rect, lm, None, img.shape[1])
+        write_image_atomic(out / f"{Path(face.name).stem}.jpg", img, jpeg_quality=90)
+    yield from ()
+    return f"{len(good)} overlays -> {out}", {"faces": len(good), "skipped": len(bad)}
+
+
+def _recover(folder: Path, opts: FacesetOptions):  # noqa: ANN202
+    good, bad = _faces_with_meta(folder)
+    if any(f.path is None for f in good):
+        raise UserError(f"{folder} is packed: unpack it first")
+    plan: dict[str, list[Face]] = {}
+    for face in sorted(good, key=lambda f: f.name):
+        if face.meta.source_filename:
+            plan.setdefault(Path(face.meta.source_filename).stem, []).append(face)
+    staged = []
+    for stem, faces in plan.items():
+        for n, face in enumerate(faces):
+            tmp = folder / f".recover_{stem}_{n}{face.path.suffix}"
+            os.replace(face.path, tmp)
+            staged.append((tmp, folder / f"{stem}_{n}{face.path.suffix.lower()}"))
+    for tmp, final in staged:
+        if final.exists():  # a face without metadata already has this name: keep both
+            final = final.with_name(f"{final.stem}_recovered{final.suffix}")
+        os.replace(tmp, final)
+    yield from ()
+    return f"{len(staged)} faces of {folder} renamed back to <frame>_<n>", {"renamed": len(staged), "skipped": len(bad)}
+
+
+def _export_masks(folder: Path, opts: FacesetOptions):  # noqa: ANN202
+    good, _ = _faces_with_meta(folder)
+    out = _output_dir(folder, "masks", opts.overwrite)
+    applied = drawn = 0
+    for face in iterate(good, "masks", "face"):
+        mask = face.meta.xseg_mask()
+        if mask is not None:
+            applied += 1
+        elif face.meta.xseg_polygons and face.shape:
+            mask = polygons_mask(face.shape, [(p.include, p.points) for p in face.meta.xseg_polygons])
+            drawn += 1
+        else:
+            continue
+        write_image_atomic(out / f"{Path(face.name).stem}.png", np.rint(mask[..., 0] * 255).astype(np.uint8))
+    yield from ()
+    return (f"{applied + drawn} masks -> {out} ({applied} applied XSeg masks, {drawn} from drawn polygons; "
+            f"{len(good) - applied - drawn} faces have neither)", {"applied": applied, "drawn": drawn})  # fmt: skip
+
+
+# ---------------------------------------------------------------- metadata save / restore
+
+
+def _meta_save(folder: Path, opts: FacesetOptions):  # noqa: ANN202
+    good, bad = _faces_with_meta(folder)
+    data = {"schema": "facelab.faceset-meta", "version": 1,
+            "faces": {f.name: {"shape": list(f.shape) if f.shape else None, "meta": f.meta.to_dict()} for f in good}}  # fmt: skip
+    write_text_atomic(folder / META_FILE, json.dumps(data))
+    yield from ()
+    return f"metadata of {len(good)} faces saved to {folder / META_FILE}", {"faces": len(good), "skipped": len(bad)}
+
+
+def scale_meta(meta: FaceMeta, sx: float, sy: float) -> FaceMeta:
+    """Metadata of the same face image scaled by (sx, sy)."""
+    scale = np.array([sx, sy], np.float32)
+    mat = None
+    if meta.image_to_face_mat is not None:
+        mat = np.diag([sx, sy]) @ meta.image_to_face_mat
+    polys = tuple(XSegPolygon(p.include, (p.points * scale).astype(np.float32)) for p in meta.xseg_polygons)
+    return replace(meta, landmarks=(meta.landmarks * scale).astype(np.float32), image_to_face_mat=mat, xseg_polygons=polys)
+
+
+def _meta_restore(folder: Path, opts: FacesetOptions):  # noqa: ANN202
+    path = folder / META_FILE
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))["faces"]
+    except FileNotFoundError:
+        raise UserError(f"{path} does not exist: run the metadata save script before editing the faces") from None
+    except (ValueError, KeyError) as exc:
+        raise UserError(f"{path} is damaged ({exc})") from None
+    restored = resized = missing = 0
+    for name, entry in iterate(list(saved.items()), "restore", "face"):
+        target = folder / name
+        if not target.exists():
+            missing += 1
+            continue
+        meta = FaceMeta.from_dict(entry["meta"])
+        shape = tuple(entry["shape"]) if entry.get("shape") else None
+        img = read_image(target)
+        if img is None:
+            missing += 1
+            continue
+        if shape is not None and img.shape[:2] != shape:
+            resized += 1
+            if opts.keep_size:
+                meta = scale_meta(meta, img.shape[1] / shape[1], img.shape[0] / shape[0])
+                write_meta(target, meta)
+            else:
+                back = cv2.resize(img, (shape[1], shape[0]), interpolation=cv2.INTER_LANCZOS4)
+                write_face(target, back, meta, jpeg_quality=100)
+        else:
+            write_meta(target, meta)
+        restored += 1
+    yield from ()
+    extra = f", {missing} listed faces not found" if missing else ""
+    how = "metadata scaled to them" if opts.keep_size else "resized back"
+    return (f"metadata restored into {restored} faces of {folder} ({resized} had changed size: {how}){extra}",
+            {"restored": restored, "resized": resized, "missing": missing})  # fmt: skip
+
+
+# ---------------------------------------------------------------- pack / unpack
+
+
+def _pack(folder: Path, opts: FacesetOptions):  # noqa: ANN202
+    faces = load_faceset(folder)
+    if not faces or all(f.path is None for f in faces):
+        raise UserError(f"{folder} has no faces to pack (only loose face files are packed): extract faces first")
+    pack = folder / PACK_NAME
+    if pack.exists() and not opts.overwrite:
+        raise ConfirmationNeeded(f"{pack} exists and will be replaced", "overwrite")
+    size = write_pack(faces, pack)
+    # read everything back before deleting anything
+    packed = {f.name: f.read_bytes() for f in read_pack(pack)}
+    if len(packed) != len(faces) or any(packed[f.name] != f.read_bytes() for f in faces):
+        raise UserError(f"{pack} did not read back identical to the faces: nothing was deleted")
+    if opts.delete_originals:
+        for f in faces:
+            assert f.path is not None
+            f.path.unlink()
+    yield from ()
+    kept = "" if opts.delete_originals else "; the loose files were kept"
+    return f"{len(faces)} faces packed into {pack} ({size / 1e6:.1f} MB){kept}", {"faces": len(faces)}
+
+
+def _unpack(folder: Path, opts: FacesetOptions):  # noqa: ANN202
+    pack = folder / PACK_NAME
+    if not pack.exists():
+        raise UserError(f"{folder} has no {PACK_NAME} to unpack")
+    faces = list(read_pack(pack))
+    for face in iterate(faces, "check pack", "face"):
+        face.read_bytes()  # checks every face against the manifest before anything is written
+    clashes = [f.name for f in faces if (folder / f.name).exists() and (folder / f.name).read_bytes() != f.read_bytes()]
+    if clashes and not opts.overwrite:
+        raise ConfirmationNeeded(f"{len(clashes)} files in {folder} differ from the packed ones and will be replaced", "overwrite")
+    for face in iterate(faces, "unpack", "face"):
+        write_bytes_atomic(folder / face.name, face.read_bytes())
+    pack.unlink()
+    yield from ()
+    return f"{len(faces)} faces unpacked into {folder}; {PACK_NAME} removed", {"faces": len(faces)}
+
+
+# ---------------------------------------------------------------- resize
+
+
+def _compose(outer: np.ndarray, inner: np.ndarray) -> np.ndarray:
+    """2x3 affine of `outer` after `inner`."""
+    return (np.vstack([outer, [0, 0, 1]]) @ np.vstack([inner, [0, 0, 1]]))[:2]
+
+
+def resize_face(img: np.ndarray, meta: FaceMeta, size: int, face_type: FaceType | None) -> tuple[np.ndarray, FaceMeta]:
+    """The face at `size` px (and `face_type`, re-framed through its source landmarks)."""
+    h, w = img.shape[:2]
+    new_type = face_type or meta.face_type
+    if new_type != meta.face_type:
+        if meta.image_to_face_mat is None or meta.source_landmarks is None:
+            raise FaceMetaError("no source landmarks and matrix: the face type cannot be changed")
+        new_mat = get_transform_mat(meta.source_landmarks, size, new_type)
+        m = _compose(new_mat, cv2.invertAffineTransform(meta.image_to_face_mat))  # old face -> new face
+    else:
+        m = np.array([[size / w, 0, 0], [0, size / h, 0]])
+        new_mat = None if meta.image_to_face_mat is None else _compose(m, meta.image_to_face_mat)
+    out = cv2.warpAffine(img, m, (size, size), flags=cv2.INTER_LANCZOS4, borderMode=cv2.BORDER_CONSTANT)
+    polys = tuple(XSegPolygon(p.include, transform_points(p.points, m).astype(np.float32)) for p in meta.xseg_polygons)
+    new_meta = replace(meta, face_type=new_type, landmarks=transform_points(meta.landmarks, m).astype(np.float32),
+                       image_to_face_mat=new_mat, xseg_polygons=polys)  # fmt: skip
+    mask = meta.xseg_mask()
+    if mask is not None:
+        mh, mw = mask.shape[:2]
+        to_image = np.array([[w / mw, 0, 0], [0, h / mh, 0]])
+        new_mask = cv2.warpAffine(mask[..., 0], _compose(m, to_image), (size, size), flags=cv2.INTER_LINEAR)
+        new_meta = new_meta.with_xseg_mask(new_mask)
+    return out, new_meta
+
+
+def _resize(folder: Path, opts: FacesetOptions):  # noqa: ANN202
+    good, bad = _faces_with_meta(folder)
+    new_type = None if opts.face_type == "same" else FaceType.parse(opts.face_type)
+    out = _output_dir(folder, "resized", opts.overwrite)
+    done, skipped = 0, []
+    for face in iterate(good, "resize", "face"):
+        if face.meta.face_type == FaceType.MARK_ONLY:
+            skipped.append(face.name)
+            continue
+        img = cv2.imdecode(np.frombuffer(face.read_bytes(), np.uint8), cv2.IMREAD_COLOR)
+        try:
+            new_img, new_meta = resize_face(img, face.meta, opts.image_size, new_type)
+        except FaceMetaError:
+            skipped.append(face.name)
+            continue
+        write_face(out / f"{Path(face.name).stem}.jpg", new_img, new_meta, jpeg_quality=95)
+        done += 1
+    yield from ()
+    tail = f"; {len(skipped)} skipped (mark_only or no source landmarks)" if skipped else ""
+    return (f"{done} faces resized to {opts.image_size} px ({new_type.dfl_name if new_type else 'same face type'}) -> {out}{tail}",
+            {"resized": done, "skipped": len(skipped) + len(bad)})  # fmt: skip
