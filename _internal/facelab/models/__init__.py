@@ -1,0 +1,1 @@
+"""Networks (nn.Modules) and their registry: SAEHD, Quick96 (and XSeg with its issue)."""

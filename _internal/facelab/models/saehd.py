@@ -1,0 +1,314 @@
+"""SAEHD (df / liae with the -u -d -t -c modifiers) and Quick96, layer by layer as DFL builds them.
+
+Follows dfl-spec §8.2-8.3 and DFL's DeepFakeArchi:
+- convs use symmetric zero padding k//2 (leras "SAME"); Downscale is a 5x5 stride-2 conv, Upscale a
+  3x3 conv to 4x channels then depth-to-space in DCR order (TF's order, not PyTorch's
+  pixel_shuffle), ResidualBlock conv-act(.2)-conv-act(in + x, .2); activations leaky ReLU 0.1,
+  or x*cos(x) with -c;
+- flatten / reshape use C,H,W order, so NCHW here needs no transposes;
+- Glorot-uniform weights, zero biases;
+- module names equal DFL's weight names (`encoder.down1.downs.0.conv1` is DFL's
+  `down1/downs_0/conv1` in the encoder file), so DFL models import one to one.
+
+Tensors are NCHW float, BGR in [0, 1]. Outputs are sigmoid outputs in (0, 1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from facelab.models.registry import register_model
+
+
+def depth_to_space_dcr(x: torch.Tensor, block: int = 2) -> torch.Tensor:
+    """TF's depth_to_space (DCR): out[c, h*b+dy, w*b+dx] = in[(dy*b+dx)*C + c, h, w]."""
+    n, c4, h, w = x.shape
+    c = c4 // (block * block)
+    x = x.view(n, block, block, c, h, w).permute(0, 3, 4, 1, 5, 2)
+    return x.reshape(n, c, h * block, w * block)
+
+
+class Act(nn.Module):
+    def __init__(self, alpha: float, cos: bool):
+        super().__init__()
+        self.alpha, self.cos = alpha, cos
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.cos(x) if self.cos else F.leaky_relu(x, self.alpha)
+
+
+def conv(cin: int, cout: int, k: int, stride: int = 1) -> nn.Conv2d:
+    layer = nn.Conv2d(cin, cout, k, stride, padding=k // 2)
+    nn.init.xavier_uniform_(layer.weight)
+    nn.init.zeros_(layer.bias)
+    return layer
+
+
+def dense(cin: int, cout: int) -> nn.Linear:
+    layer = nn.Linear(cin, cout)
+    nn.init.xavier_uniform_(layer.weight)
+    nn.init.zeros_(layer.bias)
+    return layer
+
+
+class Downscale(nn.Module):
+    def __init__(self, cin: int, cout: int, k: int = 5, cos: bool = False):
+        super().__init__()
+        self.conv1 = conv(cin, cout, k, 2)
+        self.act = Act(0.1, cos)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.conv1(x))
+
+
+class DownscaleBlock(nn.Module):
+    def __init__(self, cin: int, ch: int, n: int, k: int, cos: bool):
+        super().__init__()
+        chans = [ch * min(2**i, 8) for i in range(n)]
+        self.downs = nn.ModuleList(Downscale(a, b, k, cos) for a, b in zip([cin, *chans[:-1]], chans))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for down in self.downs:
+            x = down(x)
+        return x
+
+
+class Upscale(nn.Module):
+    def __init__(self, cin: int, cout: int, k: int = 3, cos: bool = False):
+        super().__init__()
+        self.conv1 = conv(cin, cout * 4, k)
+        self.act = Act(0.1, cos)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return depth_to_space_dcr(self.act(self.conv1(x)))
+
+
+class ResidualBlock(nn.Module):
+    def __init__(self, ch: int, k: int = 3, cos: bool = False):
+        super().__init__()
+        self.conv1, self.conv2 = conv(ch, ch, k), conv(ch, ch, k)
+        self.act = Act(0.2, cos)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(x + self.conv2(self.act(self.conv1(x))))
+
+
+class Encoder(nn.Module):
+    def __init__(self, cin: int, e_ch: int, opts: str):
+        super().__init__()
+        cos, self.t, self.u = "c" in opts, "t" in opts, "u" in opts
+        if self.t:
+            self.down1 = Downscale(cin, e_ch, 5, cos)
+            self.res1 = ResidualBlock(e_ch, cos=cos)
+            self.down2 = Downscale(e_ch, e_ch * 2, 5, cos)
+            self.down3 = Downscale(e_ch * 2, e_ch * 4, 5, cos)
+            self.down4 = Downscale(e_ch * 4, e_ch * 8, 5, cos)
+            self.down5 = Downscale(e_ch * 8, e_ch * 8, 5, cos)
+            self.res5 = ResidualBlock(e_ch * 8, cos=cos)
+        else:
+            self.down1 = DownscaleBlock(cin, e_ch, 4, 5, cos)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.t:
+            x = self.res1(self.down1(x))
+            x = self.res5(self.down5(self.down4(self.down3(self.down2(x)))))
+        else:
+            x = self.down1(x)
+        x = x.flatten(1)
+        if self.u:  # pixel norm
+            x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6)
+        return x
+
+
+class Inter(nn.Module):
+    def __init__(self, cin: int, ae_ch: int, ae_out_ch: int, lowest: int, opts: str):
+        super().__init__()
+        self.lowest, self.ae_out_ch, self.t = lowest, ae_out_ch, "t" in opts
+        self.dense1 = dense(cin, ae_ch)
+        self.dense2 = dense(ae_ch, lowest * lowest * ae_out_ch)
+        if not self.t:
+            self.upscale1 = Upscale(ae_out_ch, ae_out_ch, cos="c" in opts)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.dense2(self.dense1(x)).view(-1, self.ae_out_ch, self.lowest, self.lowest)
+        return x if self.t else self.upscale1(x)
+
+
+class Decoder(nn.Module):
+    def __init__(self, cin: int, d_ch: int, m_ch: int, opts: str):
+        super().__init__()
+        cos, self.t, self.d = "c" in opts, "t" in opts, "d" in opts
+        if self.t:
+            chans, mchans = [d_ch * 8, d_ch * 8, d_ch * 4, d_ch * 2], [m_ch * 8, m_ch * 8, m_ch * 4, m_ch * 2]
+        else:
+            chans, mchans = [d_ch * 8, d_ch * 4, d_ch * 2], [m_ch * 8, m_ch * 4, m_ch * 2]
+        for i, (a, b) in enumerate(zip([cin, *chans[:-1]], chans)):
+            self.add_module(f"upscale{i}", Upscale(a, b, 3, cos))
+            self.add_module(f"res{i}", ResidualBlock(b, cos=cos))
+        for i, (a, b) in enumerate(zip([cin, *mchans[:-1]], mchans)):
+            self.add_module(f"upscalem{i}", Upscale(a, b, 3, cos))
+        self.n_up, self.n_upm = len(chans), len(mchans)
+        self.out_conv = conv(d_ch * 2, 3, 1)
+        if self.d:
+            self.out_conv1, self.out_conv2, self.out_conv3 = (conv(d_ch * 2, 3, 3) for _ in range(3))
+            self.add_module(f"upscalem{self.n_upm}", Upscale(m_ch * 2, m_ch, 3, cos))
+            self.n_upm += 1
+            self.out_convm = conv(m_ch, 1, 1)
+        else:
+            self.out_convm = conv(m_ch * 2, 1, 1)
+
+    def logits(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pre-sigmoid face (N x 3 x R x R) and mask (N x 1 x R x R)."""
+        x = z
+        for i in range(self.n_up):
+            x = getattr(self, f"res{i}")(getattr(self, f"upscale{i}")(x))
+        if self.d:
+            x = depth_to_space_dcr(torch.cat([self.out_conv(x), self.out_conv1(x), self.out_conv2(x), self.out_conv3(x)], 1))
+        else:
+            x = self.out_conv(x)
+        m = z
+        for i in range(self.n_upm):
+            m = getattr(self, f"upscalem{i}")(m)
+        return x, self.out_convm(m)
+
+    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x, m = self.logits(z)
+        return torch.sigmoid(x), torch.sigmoid(m)
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """What fixes a network's shape (DFL's options marked † in spec §8.1)."""
+
+    resolution: int = 128
+    archi: str = "liae-ud"
+    ae_dims: int = 256
+    e_dims: int = 64
+    d_dims: int = 64
+    d_mask_dims: int = 22
+
+    @property
+    def kind(self) -> str:
+        return self.archi.split("-")[0]
+
+    @property
+    def opts(self) -> str:
+        return self.archi.split("-")[1] if "-" in self.archi else ""
+
+    def check(self) -> None:
+        if self.kind not in ("df", "liae"):
+            raise ValueError(f"archi {self.archi!r}: must start with df or liae")
+        if set(self.opts) - set("udtc"):
+            raise ValueError(f"archi {self.archi!r}: modifiers are u, d, t, c")
+        step = 32 if "d" in self.opts else 16
+        if self.resolution % step:
+            raise ValueError(f"resolution {self.resolution} must be a multiple of {step} for {self.archi}")
+
+
+class SAEHD(nn.Module):
+    """Autoencoder pair. `forward(src, dst)` gives the four training predictions; `swap(dst)` the
+    merger's three outputs (swapped face, its mask from the src path, dst mask from the dst path)."""
+
+    def __init__(self, arch: Architecture):
+        super().__init__()
+        arch.check()
+        self.arch = arch
+        opts = arch.opts
+        res = arch.resolution
+        self.encoder = Encoder(3, arch.e_dims, opts)
+        enc_res = res // (32 if "t" in opts else 16)
+        flat = arch.e_dims * 8 * enc_res * enc_res
+        lowest = res // (32 if "d" in opts else 16)
+        if arch.kind == "df":
+            self.inter = Inter(flat, arch.ae_dims, arch.ae_dims, lowest, opts)
+            self.decoder_src = Decoder(arch.ae_dims, arch.d_dims, arch.d_mask_dims, opts)
+            self.decoder_dst = Decoder(arch.ae_dims, arch.d_dims, arch.d_mask_dims, opts)
+        else:
+            self.inter_AB = Inter(flat, arch.ae_dims, arch.ae_dims * 2, lowest, opts)
+            self.inter_B = Inter(flat, arch.ae_dims, arch.ae_dims * 2, lowest, opts)
+            self.decoder = Decoder(arch.ae_dims * 4, arch.d_dims, arch.d_mask_dims, opts)
+
+    # codes -----------------------------------------------------------------
+    def codes(self, src: torch.Tensor, dst: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Decoder inputs for src->src and dst->dst (and the df true-face discriminator's codes)."""
+        if self.arch.kind == "df":
+            return self.inter(self.encoder(src)), self.inter(self.encoder(dst))
+        ab_src = self.inter_AB(self.encoder(src))
+        code_dst = self.encoder(dst)
+        return torch.cat([ab_src, ab_src], 1), torch.cat([self.inter_B(code_dst), self.inter_AB(code_dst)], 1)
+
+    def decode_src(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return (self.decoder_src if self.arch.kind == "df" else self.decoder)(z)
+
+    def decode_dst(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return (self.decoder_dst if self.arch.kind == "df" else self.decoder)(z)
+
+    def swap_code(self, dst: torch.Tensor) -> torch.Tensor:
+        """The dst face's code as the src decoder wants it (df: same; liae: [AB, AB])."""
+        if self.arch.kind == "df":
+            return self.inter(self.encoder(dst))
+        ab = self.inter_AB(self.encoder(dst))
+        return torch.cat([ab, ab], 1)
+
+    # outputs ---------------------------------------------------------------
+    def forward(self, src: torch.Tensor, dst: torch.Tensor) -> dict[str, torch.Tensor]:
+        z_src, z_dst = self.codes(src, dst)
+        pred_src, pred_src_mask = self.decode_src(z_src)
+        pred_dst, pred_dst_mask = self.decode_dst(z_dst)
+        return {"pred_src": pred_src, "pred_src_mask": pred_src_mask, "pred_dst": pred_dst,
+                "pred_dst_mask": pred_dst_mask, "code_src": z_src, "code_dst": z_dst}  # fmt: skip
+
+    def swap(self, dst: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(swapped face, its mask from the src decoder, the dst decoder's mask) for dst crops."""
+        face, face_mask = self.decode_src(self.swap_code(dst))
+        if self.arch.kind == "df":
+            _, dst_mask = self.decoder_dst(self.inter(self.encoder(dst)))
+        else:
+            code = self.encoder(dst)
+            _, dst_mask = self.decoder(torch.cat([self.inter_B(code), self.inter_AB(code)], 1))
+        return face, face_mask, dst_mask
+
+    def gflop_per_sample(self) -> float:
+        """Forward GFLOP (multiply-add = 2) of one sample through encoder, inter and one decoder."""
+        flops = 0
+        res = self.arch.resolution
+
+        def hook(module: nn.Module, inp: tuple, out: torch.Tensor) -> None:
+            nonlocal flops
+            if isinstance(module, nn.Conv2d):
+                flops += 2 * out.numel() * module.in_channels * module.kernel_size[0] * module.kernel_size[1]
+            elif isinstance(module, nn.Linear):
+                flops += 2 * out.numel() * module.in_features
+
+        handles = [m.register_forward_hook(hook) for m in self.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+        try:
+            with torch.no_grad():
+                x = torch.zeros(1, 3, res, res)
+                self.forward(x, x)
+        finally:
+            for h in handles:
+                h.remove()
+        return flops / 2 / 1e9  # forward() runs both sides; per sample = half
+
+
+@register_model("saehd")
+def create_saehd(arch: Architecture) -> SAEHD:
+    return SAEHD(arch)
+
+
+QUICK96 = Architecture(resolution=96, archi="df-ud", ae_dims=128, e_dims=64, d_dims=64, d_mask_dims=16)
+
+
+@register_model("quick96")
+def create_quick96(arch: Architecture | None = None) -> SAEHD:
+    """Quick96: fixed 96 px full-face df-ud (spec §8.7); any architecture passed is ignored."""
+    return SAEHD(QUICK96)
+
+
+def param_count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+

@@ -1,0 +1,1 @@
+"""Torch building blocks: losses, optimisers, GPU augmentation."""
