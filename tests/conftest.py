@@ -47,3 +47,37 @@ def run_script(name: str, *args: str, timeout: float = 300) -> subprocess.Comple
 @pytest.fixture
 def script() -> Callable[..., subprocess.CompletedProcess]:
     return run_script
+
+
+@pytest.fixture(scope="session")
+def train_workspace(tmp_path_factory, media) -> Workspace:
+    """A workspace with real aligned faces at 256 px: src from the photos, dst from carphone."""
+    import shutil
+
+    import cv2
+
+    from facelab.stages.extract import ExtractOptions, extract
+
+    ws = Workspace.at(tmp_path_factory.mktemp("train") / "workspace")
+    ws.create_layout()
+    for name in ("obama.jpg", "obama2.jpg", "obama3.jpg", "biden.jpg", "t1.jpg"):
+        shutil.copy(media(name), ws.frames_dir("src") / name)
+    cap = cv2.VideoCapture(str(media("carphone.mp4")))
+    for i in range(120):
+        ok, frame = cap.read()
+        if ok and i % 4 == 0:
+            cv2.imwrite(str(ws.frames_dir("dst") / f"{i + 1:05d}.png"), cv2.resize(frame, None, fx=2, fy=2))
+    for side in ("src", "dst"):
+        extract(ws, ExtractOptions(side=side, image_size=256))
+    return ws
+
+
+TINY = ["--resolution", "64", "--archi", "liae-ud", "--ae-dims", "32", "--e-dims", "16", "--d-dims", "16",
+        "--d-mask-dims", "16", "--batch-size", "2", "--seed", "7"]  # fmt: skip
+
+
+def copy_workspace(ws: Workspace, target: Path) -> Workspace:
+    import shutil
+
+    shutil.copytree(ws.root, target)
+    return Workspace.at(target)

@@ -41,6 +41,8 @@ class Command:
         run: `run(ws, opts) -> Report`; None while the stage is not built yet.
         emits: `run` is a generator yielding output lines (printed to stdout) and returning
             the Report, whose line then goes to stderr (so stdout stays machine-readable).
+        resolve: `resolve(ws, flags, interactive) -> options` when the options depend on the
+            workspace (training: which model, its saved options); else the generic resolution.
     """
 
     name: str
@@ -48,10 +50,12 @@ class Command:
     options: type | None = None
     run: Callable[[Workspace, Any], Any] | None = None
     emits: bool = False
+    resolve: Callable[[Workspace, dict, bool], Any] | None = None
 
 
 def _commands() -> dict[str, Command]:
-    from facelab.stages import clear, extract, faceset, sort, video
+    from facelab.stages import clear, extract, faceset, sort, train, video
+    from facelab.training.options import TrainOptions
 
     built = [
         Command("clear-workspace", "1: delete everything in the workspace and recreate its folders",
@@ -66,12 +70,13 @@ def _commands() -> dict[str, Command]:
                 sort.SortOptions, sort.sort_faceset),
         Command("faceset", "4.2/5.2: faceset utilities (dump; metadata, pack, resize, info, ... to come)",
                 faceset.FacesetOptions, faceset.run, emits=True),
+        Command("train", "6: train SAEHD or Quick96 (Ctrl+C saves and stops)", TrainOptions, train.train,
+                resolve=train.resolve_train),
         Command("video-from-frames", "8: data_dst/merged frames -> result.mp4 / .mov with data_dst's audio",
                 video.MergedVideoOptions, video.video_from_frames),
     ]  # fmt: skip
     not_built = [
         Command("xseg", "5.XSeg: mask editor, training, apply/remove/fetch"),
-        Command("train", "6: train SAEHD or Quick96"),
         Command("export", "6: export a trained model to ONNX / .dfm"),
         Command("merge", "7: merge the swapped face into the dst frames"),
     ]
@@ -181,7 +186,11 @@ def _run_stage(cmd: Command, ws: Workspace, args: argparse.Namespace) -> int:
     interactive = _is_interactive(args)
     opts = None
     if cmd.options is not None:
-        opts = resolve_options(cmd.options, given_from_namespace(cmd.options, args), interactive=interactive)
+        given = given_from_namespace(cmd.options, args)
+        if cmd.resolve is not None:
+            opts = cmd.resolve(ws, given, interactive)
+        else:
+            opts = resolve_options(cmd.options, given, interactive=interactive)
     while True:
         try:
             if cmd.emits:

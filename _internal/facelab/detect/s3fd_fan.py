@@ -26,21 +26,8 @@ from torch import nn
 
 from facelab.detect.base import Detection, FaceDetector, Landmarker, register_detector, register_landmarker
 from facelab.errors import UserError
+from facelab.nn.device import resolve_device
 from facelab.types import ImageBGR, Landmarks68
-
-
-def resolve_device(name: str | None) -> torch.device:
-    """auto -> cuda if available, else mps, else cpu."""
-    if not name or name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise UserError(f"unknown device {name!r}: use auto, cpu, cuda, cuda:N or mps") from None
 
 
 # ---------------------------------------------------------------- S3FD

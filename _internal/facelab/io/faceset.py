@@ -51,7 +51,7 @@ def load_faceset(folder: Path) -> list[Face]:
     """Every face of an aligned folder, or of its `faceset.fpk` when the folder holds only that."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise UserError(f"{folder} is not a folder")
+        raise UserError(f"{folder} does not exist: extract faces first (scripts 4 / 5)")
     files = list_images(folder)
     pack = folder / PACK_NAME
     if not files and pack.exists():

@@ -1,0 +1,35 @@
+"""Device choice and mixed precision, one place for every torch stage."""
+
+from __future__ import annotations
+
+import torch
+
+from facelab.errors import UserError
+
+
+def resolve_device(name: str | None) -> torch.device:
+    """auto -> cuda if available, else mps, else cpu; otherwise the named device."""
+    if not name or name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"unknown device {name!r}: use auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device {name} asked for, but this PyTorch sees no CUDA GPU (run doctor; setup --cuda on Windows)")
+    return device
+
+
+def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
+    """The autocast dtype for `precision` on `device`; None = plain fp32 (always on the CPU)."""
+    if device.type == "cpu" or precision == "fp32":
+        return None
+    if precision == "fp16":
+        return torch.float16
+    if precision == "bf16" or (device.type == "cuda" and torch.cuda.is_bf16_supported()):
+        return torch.bfloat16
+    return torch.float16

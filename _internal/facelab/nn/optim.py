@@ -1,0 +1,119 @@
+"""DFL's optimisers (dfl-spec §8.5), with multi-tensor (`_foreach`) updates.
+
+AdaBelief as DFL writes it, no bias correction:
+    m = b1 m + (1 - b1) g;  s = b2 s + (1 - b2) (g - m)^2;  w -= lr m / (sqrt(s) + 1e-6)
+RMSprop as DFL: a = rho a + (1 - rho) g^2;  w -= lr g / (sqrt(a) + 1e-6).
+
+lr_dropout (DFL's "lr_dropout y"): each step keeps each weight's update with probability
+`lr_dropout` (0.3) and scales lr by (cos(2 pi step / 500) + 1) / 2. `clipnorm` scales all
+gradients together to a global norm of at most that value.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch.optim import Optimizer
+
+EPS = 1e-6  # np.finfo(float32).resolution, as DFL
+
+
+def _clip_(params: list[torch.Tensor], grads: list[torch.Tensor], clipnorm: float) -> None:
+    if clipnorm <= 0 or not grads:
+        return
+    norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+    scale = torch.clamp(clipnorm / (norm + 1e-7), max=1.0)
+    torch._foreach_mul_(grads, scale)
+
+
+class _DFLOptimizer(Optimizer):
+    def __init__(self, params, defaults: dict):  # noqa: ANN001
+        super().__init__(params, defaults)
+
+    def _lr(self, group: dict, step: int) -> float:
+        lr = group["lr"]
+        if group["lr_dropout"] < 1.0 and group["lr_cos"]:
+            lr *= (math.cos(step * 2 * math.pi / group["lr_cos"]) + 1.0) / 2.0
+        return lr
+
+    @staticmethod
+    def _dropout_(updates: list[torch.Tensor], keep: float, generator: torch.Generator | None) -> None:
+        if keep >= 1.0:
+            return
+        for u in updates:
+            u.mul_(torch.bernoulli(torch.full_like(u, keep), generator=generator))
+
+
+class AdaBelief(_DFLOptimizer):
+    def __init__(self, params, lr: float = 5e-5, betas=(0.9, 0.999), lr_dropout: float = 1.0, lr_cos: int = 0,  # noqa: ANN001
+                 clipnorm: float = 0.0, generator: torch.Generator | None = None):  # fmt: skip
+        super().__init__(params, dict(lr=lr, betas=betas, lr_dropout=lr_dropout, lr_cos=lr_cos, clipnorm=clipnorm))
+        self.generator = generator
+
+    @torch.no_grad()
+    def step(self, closure=None):  # noqa: ANN001, ANN201
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            grads = [p.grad for p in params]
+            _clip_(params, grads, group["clipnorm"])
+            ms, vs = [], []
+            for p in params:
+                state = self.state[p]
+                if not state:
+                    state["step"] = 0
+                    state["m"] = torch.zeros_like(p)
+                    state["v"] = torch.zeros_like(p)
+                state["step"] += 1
+                ms.append(state["m"])
+                vs.append(state["v"])
+            step = self.state[params[0]]["step"]
+            b1, b2 = group["betas"]
+            torch._foreach_mul_(ms, b1)
+            torch._foreach_add_(ms, grads, alpha=1 - b1)
+            diff = torch._foreach_sub(grads, ms)
+            torch._foreach_mul_(diff, diff)
+            torch._foreach_mul_(vs, b2)
+            torch._foreach_add_(vs, diff, alpha=1 - b2)
+            denom = torch._foreach_sqrt(vs)
+            torch._foreach_add_(denom, EPS)
+            updates = torch._foreach_div(ms, denom)
+            torch._foreach_mul_(updates, -self._lr(group, step))
+            self._dropout_(updates, group["lr_dropout"], self.generator)
+            torch._foreach_add_(params, updates)
+
+
+class RMSprop(_DFLOptimizer):
+    def __init__(self, params, lr: float = 5e-5, rho: float = 0.9, lr_dropout: float = 1.0, lr_cos: int = 0,  # noqa: ANN001
+                 clipnorm: float = 0.0, generator: torch.Generator | None = None):  # fmt: skip
+        super().__init__(params, dict(lr=lr, rho=rho, lr_dropout=lr_dropout, lr_cos=lr_cos, clipnorm=clipnorm))
+        self.generator = generator
+
+    @torch.no_grad()
+    def step(self, closure=None):  # noqa: ANN001, ANN201
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            grads = [p.grad for p in params]
+            _clip_(params, grads, group["clipnorm"])
+            accs = []
+            for p in params:
+                state = self.state[p]
+                if not state:
+                    state["step"] = 0
+                    state["a"] = torch.zeros_like(p)
+                state["step"] += 1
+                accs.append(state["a"])
+            step = self.state[params[0]]["step"]
+            rho = group["rho"]
+            torch._foreach_mul_(accs, rho)
+            torch._foreach_addcmul_(accs, grads, grads, value=1 - rho)
+            denom = torch._foreach_sqrt(accs)
+            torch._foreach_add_(denom, EPS)
+            updates = torch._foreach_div(grads, denom)
+            torch._foreach_mul_(updates, -self._lr(group, step))
+            self._dropout_(updates, group["lr_dropout"], self.generator)
+            torch._foreach_add_(params, updates)

@@ -1,0 +1,165 @@
+"""Script 6: train SAEHD or Quick96 (dfl-spec §8, §10) into `workspace/model/<name>_<Model>/`.
+
+`resolve_train` (called by the CLI before the stage, the only place that asks questions) picks the
+model as DFL does and resolves its options:
+- models are listed newest first; Enter takes the newest, a number picks one, a new name creates
+  a model, `r` renames and `d` deletes one (after a confirmation);
+- a new model asks every option (defaults from `model/<Model>_default_options.json`, written by the
+  first model, as DFL's `SAEHD_default_options.dat`); Quick96 asks nothing;
+- an existing model offers "Press Enter within 2 seconds to override model settings"; options fixed
+  at creation are never asked again.
+Headless (`--non-interactive` or no terminal): the newest model, or a new one named "new", and the
+saved options plus flags.
+
+`train` runs the loop in `training.trainer` until the target iteration or Ctrl+C, which saves and
+exits.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from facelab.errors import UserError
+from facelab.io import checkpoint
+from facelab.io.frames import write_text_atomic
+from facelab.options import OptionSpec, ask_option, ask_yes_no, resolve_options, wait_for_enter
+from facelab.report import Report
+from facelab.training.options import TrainOptions, model_options
+from facelab.workspace import Workspace
+
+log = logging.getLogger(__name__)
+
+SUFFIX = {"saehd": "SAEHD", "quick96": "Quick96"}
+
+
+def model_dir_of(ws: Workspace, model: str, name: str) -> Path:
+    return ws.model_dir / f"{name}_{SUFFIX[model]}"
+
+
+def list_models(ws: Workspace, model: str) -> list[tuple[str, Path]]:
+    """(name, folder) of the models of this kind, most recently trained first."""
+    suffix = "_" + SUFFIX[model]
+    found = []
+    if ws.model_dir.is_dir():
+        for p in ws.model_dir.iterdir():
+            if p.is_dir() and p.name.endswith(suffix) and checkpoint.generations(p):
+                found.append((p.name[: -len(suffix)], p, checkpoint.generations(p)[0].stat().st_mtime))
+    return [(n, p) for n, p, _ in sorted(found, key=lambda t: -t[2])]
+
+
+def saved_options(model_dir: Path) -> dict | None:
+    """Options of the newest generation (unverified: only to show and prompt; loading verifies)."""
+    for gen in checkpoint.generations(model_dir):
+        try:
+            return json.loads((gen / "state.json").read_text(encoding="utf-8")).get("options")
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def _choose_model(ws: Workspace, model: str, interactive: bool) -> str:
+    while True:
+        models = list_models(ws, model)
+        if not interactive:
+            return models[0][0] if models else "new"
+        if not models:
+            spec = OptionSpec(key="name", title="Name of the new model", kind=str, default="new")
+            return _valid_name(ask_option(spec, "new"))
+        _say(f"Choose one of the saved {SUFFIX[model]} models, or enter a name to create a new one:")
+        for i, (name, _) in enumerate(models):
+            _say(f"[{i}] : {name}" + (" - latest" if i == 0 else ""))
+        _say("[r] : rename\n[d] : delete")
+        spec = OptionSpec(key="choice", title="Model", kind=str, default="0")
+        answer = ask_option(spec, "0").strip()
+        if answer.isdigit() and int(answer) < len(models):
+            return models[int(answer)][0]
+        if answer in ("r", "d"):
+            pick = ask_option(OptionSpec(key="which", title="Which model (number)", kind=str, default="0"), "0")
+            if not pick.isdigit() or int(pick) >= len(models):
+                _say("no such model")
+                continue
+            name, folder = models[int(pick)]
+            if answer == "r":
+                new = _valid_name(ask_option(OptionSpec(key="new", title="New name", kind=str, default=name), name))
+                target = model_dir_of(ws, model, new)
+                if target.exists():
+                    _say(f"{target.name} exists already")
+                else:
+                    folder.rename(target)
+            elif ask_yes_no(f"Delete model {name} and all its checkpoints and backups", False):
+                shutil.rmtree(folder)
+            continue
+        return _valid_name(answer)
+
+
+def _say(text: str) -> None:
+    """Prompt-side text (the model list), written where the prompts go."""
+    sys.stdout.write(text + "\n")
+
+
+def _valid_name(name: str) -> str:
+    name = name.strip()
+    if not name or any(c in name for c in '/\\:*?"<>|') or name.startswith("."):
+        raise UserError(f"'{name}' cannot be a model name: use letters, digits, - and _")
+    return name
+
+
+def resolve_train(ws: Workspace, given: dict[str, Any], interactive: bool) -> TrainOptions:
+    """Pick the model and resolve its options (see the module docstring)."""
+    ws.require()
+    model = given.get("model", "saehd")
+    name = given.get("model_name") or _choose_model(ws, model, interactive)
+    given = {**given, "model_name": _valid_name(name)}
+    folder = model_dir_of(ws, model, name)
+    saved = saved_options(folder)
+    if saved is None:  # a new model
+        defaults_path = ws.model_dir / f"{SUFFIX[model]}_default_options.json"
+        try:
+            defaults = json.loads(defaults_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            defaults = None
+        if interactive and model == "saehd":
+            _say(f"Creating the new model {name}_{SUFFIX[model]}. Press Enter to take a value in brackets, ? for help.")
+        return resolve_options(TrainOptions, given, saved=defaults, interactive=interactive and model == "saehd")
+    override = interactive and model == "saehd" and wait_for_enter(2, "Press Enter within 2 seconds to override model settings.")
+    return resolve_options(TrainOptions, given, saved=saved, interactive=override, resuming=True)
+
+
+def train(ws: Workspace, opts: TrainOptions) -> Report:
+    from facelab.training.trainer import Trainer  # torch is imported only when training
+
+    started = time.perf_counter()
+    ws.require()
+    name = opts.model_name or "new"
+    folder = model_dir_of(ws, opts.model, name)
+    folder.mkdir(parents=True, exist_ok=True)
+    trainer = Trainer(folder, opts, ws.aligned_dir("src"), ws.aligned_dir("dst"))
+    defaults_path = ws.model_dir / f"{SUFFIX[opts.model]}_default_options.json"
+    if opts.model == "saehd" and not defaults_path.exists():
+        write_text_atomic(defaults_path, json.dumps(model_options(opts), indent=1))
+    if opts.target_iter and trainer.iteration >= opts.target_iter:
+        return Report("train", f"{folder.name} is already at iteration {trainer.iteration} (target {opts.target_iter})",
+                      time.perf_counter() - started, {"iteration": trainer.iteration})  # fmt: skip
+    log.info("%s: %s on %s, %d src and %d dst faces, starting at iteration %d; Ctrl+C saves and stops",
+             folder.name, trainer.arch.archi if opts.model == "saehd" else "quick96", trainer.device,
+             len(trainer.data["src"].cache), len(trainer.data["dst"].cache), trainer.iteration)  # fmt: skip
+    stop = threading.Event()
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGINT, lambda *_: stop.set())
+    try:
+        result = trainer.run(stop, log.info)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+    why = "stopped by Ctrl+C" if stop.is_set() else "target reached" if opts.target_iter else "done"
+    return Report("train", f"{folder.name}: {result['iterations']} iterations this run, now at {result['iteration']} "
+                  f"({why}); saved to {result['saved']}", time.perf_counter() - started, result)  # fmt: skip

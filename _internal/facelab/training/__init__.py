@@ -1,0 +1,1 @@
+"""The training loop, sample cache, previews and backups."""

@@ -1,0 +1,398 @@
+"""The SAEHD / Quick96 training loop (dfl-spec §8.4-8.7, §10), read top to bottom:
+
+1. set-up: model, optimiser, data caches, samplers, RNG, from the newest intact checkpoint or new;
+2. `step()`: sample -> augment on the device -> forward -> DFL's losses -> backward -> update;
+3. `run()`: steps until the target iteration or a stop request, with a check every
+   `CHECK_EVERY` steps (the only host sync: loss values for the console line, NaN / spike
+   detection with rollback), autosave, autobackup and preview history off the training thread.
+
+Determinism: every random draw (sampling, augmentation, lr dropout) comes from one generator whose
+state, with the sampler's epoch order, is saved in each checkpoint, so on the CPU a resumed run
+continues bit for bit as if it had never stopped.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import math
+import random
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from facelab.core.landmarks import FaceType
+from facelab.errors import UserError
+from facelab.io import checkpoint
+from facelab.models.registry import create_model
+from facelab.models.saehd import QUICK96, Architecture, SAEHD
+from facelab.nn import losses as L
+from facelab.nn.augment import AugmentSettings, augment
+from facelab.nn.device import autocast_dtype, resolve_device
+from facelab.nn.optim import AdaBelief, RMSprop
+from facelab.training.data import BatchSampler, DeviceFaceset, FacesetCache
+from facelab.training.options import TrainOptions, model_options
+
+log = logging.getLogger(__name__)
+
+CHECK_EVERY = 25
+SPIKE_FACTOR = 4.0
+MAX_ROLLBACKS = 3
+LOSS_HISTORY = 100_000
+
+
+@dataclass
+class StepLosses:
+    src: torch.Tensor  # batch means, still on the device
+    dst: torch.Tensor
+
+
+def _bytes_b64(t: torch.Tensor) -> str:
+    return base64.b64encode(t.cpu().numpy().tobytes()).decode("ascii")
+
+
+def _b64_bytes(s: str) -> torch.Tensor:
+    return torch.from_numpy(np.frombuffer(base64.b64decode(s), np.uint8).copy())
+
+
+class Trainer:
+    def __init__(self, model_dir: Path, opts: TrainOptions, src_dir: Path, dst_dir: Path):
+        self.model_dir = Path(model_dir)
+        self.opts = opts
+        self.quick = opts.model == "quick96"
+        self.device = resolve_device(opts.device)
+        self.amp_dtype = autocast_dtype(self.device, opts.precision)
+        self.arch = QUICK96 if self.quick else Architecture(opts.resolution, opts.archi, opts.ae_dims, opts.e_dims,
+                                                             opts.d_dims, opts.d_mask_dims)  # fmt: skip
+        try:
+            self.arch.check()
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+        self.res = self.arch.resolution
+        self.face_type = FaceType.FULL if self.quick else FaceType.parse(opts.face_type)
+
+        ckpt = checkpoint.load_latest(self.model_dir)  # raises rather than start over a damaged model
+        seed = int(ckpt.state["seed"]) if ckpt else (opts.seed or random.SystemRandom().randrange(1, 2**31))
+        self.seed = seed
+        torch.manual_seed(seed)
+        self.model: SAEHD = create_model(opts.model, self.arch).to(self.device)
+        self.code_d = self.gan_d = None
+        if not self.quick and opts.true_face_power > 0 and self.arch.kind == "df":
+            code_res = self.res // (32 if "d" in self.arch.opts else 16) * (1 if "t" in self.arch.opts else 2)
+            self.code_d = L.CodeDiscriminator(self.arch.ae_dims, code_res).to(self.device)
+        if not self.quick and opts.gan_power > 0:
+            self.gan_d = L.PatchDiscriminator(opts.gan_patch_size or self.res // 8, opts.gan_dims).to(self.device)
+        if self.device.type == "cuda":
+            self.model = self.model.to(memory_format=torch.channels_last)
+
+        self.gen = torch.Generator(device=self.device)
+        self.gen.manual_seed(seed)
+        self.cpu_gen = torch.Generator()
+        self.cpu_gen.manual_seed(seed + 1)
+        self.optimizer = self._make_optimizer(self.model.parameters())
+        self.d_optimizers = {name: AdaBelief(net.parameters(), lr=5e-5) for name, net in self._discriminators().items()}
+
+        self.iteration = 0
+        self.loss_history: list[list[float]] = []
+        sampler_state = None
+        if ckpt is not None:
+            self._load(ckpt)
+            sampler_state = ckpt.state.get("samplers")
+            if ckpt.state.get("options", {}).get("pretrain") and not opts.pretrain:
+                self._end_pretraining()
+        self._pending = torch.zeros(2, device=self.device)
+        self._bad = torch.zeros((), dtype=torch.bool, device=self.device)
+        self._count = 0
+
+        pre = Path(opts.pretraining_data_dir) if opts.pretrain and opts.pretraining_data_dir else None
+        if opts.pretrain and pre is None:
+            raise UserError("pretrain mode needs --pretraining-data-dir PATH (an aligned faceset of many people)")
+        cache_dir = self.model_dir / "cache"
+        self.data = {
+            "src": DeviceFaceset(FacesetCache.load_or_build(pre or src_dir, cache_dir, "pretrain" if pre else "src", self.res, self.face_type), self.device),
+            "dst": DeviceFaceset(FacesetCache.load_or_build(pre or dst_dir, cache_dir, "pretrain" if pre else "dst", self.res, self.face_type), self.device),
+        }  # fmt: skip
+        uniform = opts.uniform_yaw or opts.pretrain
+        self.samplers = {side: BatchSampler(self.data[side].cache.yaws, self.cpu_gen, uniform) for side in ("src", "dst")}
+        if sampler_state:
+            for side, order in sampler_state.items():
+                if side in self.samplers and all(i < self.samplers[side].n for i in order):
+                    self.samplers[side].order = list(order)
+        warp = True if self.quick else (opts.random_warp and not opts.pretrain)
+        self.aug = {
+            "src": AugmentSettings(flip=False if self.quick else (opts.random_src_flip or opts.pretrain), random_warp=warp,
+                                   hsv_power=0.0 if (self.quick or opts.pretrain) else opts.random_hsv_power),
+            "dst": AugmentSettings(flip=False if self.quick else (opts.random_dst_flip or opts.pretrain), random_warp=warp),
+        }  # fmt: skip
+        self._last_batch = None
+        self._rollbacks = 0
+        self._previews = ThreadPoolExecutor(1, thread_name_prefix="preview")
+
+    # ---------------------------------------------------------------- set-up helpers
+
+    def _make_optimizer(self, params):  # noqa: ANN001, ANN202
+        if self.quick:
+            return RMSprop(params, lr=2e-4, lr_dropout=0.3, lr_cos=500, generator=self.gen)
+        use_dropout = self.opts.lr_dropout in ("y", "cpu") and not self.opts.pretrain
+        kw = dict(lr=5e-5, lr_dropout=0.3 if use_dropout else 1.0, lr_cos=500 if use_dropout else 0,
+                  clipnorm=1.0 if self.opts.clipgrad else 0.0, generator=self.gen)  # fmt: skip
+        return AdaBelief(params, **kw) if self.opts.adabelief else RMSprop(params, **kw)
+
+    def _discriminators(self) -> dict[str, torch.nn.Module]:
+        return {name: net for name, net in (("code_d", self.code_d), ("gan_d", self.gan_d)) if net is not None}
+
+    def _named_modules(self) -> dict[str, torch.nn.Module]:
+        return {"model": self.model, **self._discriminators()}
+
+    def _optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"model": self.optimizer, **self.d_optimizers}
+
+    def _end_pretraining(self) -> None:
+        """Pretraining turned off: iteration 0 and fresh inter layers, as DFL does."""
+        log.info("pretraining ended: iteration reset to 0 and the inter layers re-initialised")
+        self.iteration = 0
+        inters = [self.model.inter] if self.arch.kind == "df" else [self.model.inter_AB, self.model.inter_B]
+        for inter in inters:
+            for m in inter.modules():
+                if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
+                    torch.nn.init.xavier_uniform_(m.weight)
+                    torch.nn.init.zeros_(m.bias)
+        self.optimizer = self._make_optimizer(self.model.parameters())
+
+    # ---------------------------------------------------------------- state
+
+    def _state_tensors(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict]:
+        weights, slots, steps = {}, {}, {}
+        for prefix, net in self._named_modules().items():
+            for name, tensor in net.state_dict().items():
+                weights[f"{prefix}.{name}"] = tensor
+        for prefix, opt in self._optimizers().items():
+            names = {id(p): n for n, p in self._named_modules()[prefix].named_parameters()}
+            for p, st in opt.state.items():
+                for key, value in st.items():
+                    if torch.is_tensor(value):
+                        slots[f"{prefix}.{key}.{names[id(p)]}"] = value
+                    elif key == "step":
+                        steps[prefix] = value
+        return weights, slots, steps
+
+    def _load(self, ckpt: checkpoint.Checkpoint) -> None:
+        for prefix, net in self._named_modules().items():
+            sub = {k[len(prefix) + 1 :]: v for k, v in ckpt.weights.items() if k.startswith(prefix + ".")}
+            if sub:
+                missing, unexpected = net.load_state_dict(sub, strict=False)
+                if missing and prefix == "model":
+                    raise UserError(f"checkpoint {ckpt.folder} does not fit this model ({len(missing)} tensors missing)")
+        for prefix, opt in self._optimizers().items():
+            params = dict(self._named_modules()[prefix].named_parameters())
+            step = ckpt.state.get("optimizer_steps", {}).get(prefix, 0)
+            for key, value in ckpt.optimizer.items():
+                head, _, pname = key.partition(".")
+                if head != prefix:
+                    continue
+                slot, _, pname = pname.partition(".")
+                if pname in params:
+                    opt.state[params[pname]][slot] = value.to(self.device)
+                    opt.state[params[pname]]["step"] = step
+        self.iteration = ckpt.iteration
+        self.loss_history = ckpt.state.get("loss_history", [])
+        rng = ckpt.state.get("rng")
+        if rng:
+            self.gen.set_state(_b64_bytes(rng["device"]))
+            self.cpu_gen.set_state(_b64_bytes(rng["cpu"]))
+
+    def save(self) -> Path:
+        self._check()  # never save weights that went bad
+        weights, slots, steps = self._state_tensors()
+        state = {
+            "model": self.opts.model,
+            "options": model_options(self.opts),
+            "seed": self.seed,
+            "loss_history": self.loss_history[-LOSS_HISTORY:],
+            "optimizer_steps": steps,
+            "rng": {"device": _bytes_b64(self.gen.get_state()), "cpu": _bytes_b64(self.cpu_gen.get_state())},
+            "samplers": {side: s.order for side, s in self.samplers.items()},
+            "architecture": self.arch.__dict__,
+        }
+        return checkpoint.save(self.model_dir, self.iteration, weights, slots, state)
+
+    # ---------------------------------------------------------------- one step
+
+    def _batch(self, side: str) -> torch.Tensor:
+        return self.data[side].gather(self.samplers[side].take(self._batch_size(side)))
+
+    def _batch_size(self, side: str) -> int:
+        return 4 if self.quick else self.opts.batch_size
+
+    def step(self) -> StepLosses:
+        """One training iteration (DFL: G step, then code-D step, then GAN-D step on the same batch)."""
+        opts, res = self.opts, self.res
+        if self.quick and self.iteration % 3 == 2 and self._last_batch is not None:
+            src, dst = self._last_batch  # Quick96 retrains the previous batch unwarped every 3rd step
+            src = type(src)(src.target, src.target, src.mask, src.eyes_mouth)
+            dst = type(dst)(dst.target, dst.target, dst.mask, dst.eyes_mouth)
+        else:
+            src = augment(self._batch("src"), self.aug["src"], self.gen)
+            dst = augment(self._batch("dst"), self.aug["dst"], self.gen)
+            self._last_batch = (src, dst)
+        masked = self.quick or opts.masked_training or self.face_type not in (FaceType.WHOLE_FACE, FaceType.HEAD)
+        em_src = src.eyes_mouth if (opts.eyes_mouth_prio and not self.quick) else None
+        em_dst = dst.eyes_mouth if (opts.eyes_mouth_prio and not self.quick) else None
+        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
+            out = self.model(src.warped, dst.warped)
+        pred = {k: v.float() for k, v in out.items()}
+        src_loss = L.reconstruction_loss(src.target, pred["pred_src"], src.mask, pred["pred_src_mask"], res,
+                                         masked=masked, eyes_mouth=em_src)  # fmt: skip
+        dst_loss = L.reconstruction_loss(dst.target, pred["pred_dst"], dst.mask, pred["pred_dst_mask"], res,
+                                         masked=masked, eyes_mouth=em_dst)  # fmt: skip
+        total = (src_loss + dst_loss).sum()  # DFL differentiates the sum over the batch
+        if not self.quick and not opts.pretrain:
+            total = total + self._extra_losses(src, dst, pred)
+        self.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        self.optimizer.step()
+        if not opts.pretrain:
+            self._discriminator_steps(src, pred)
+        self.iteration += 1
+        losses = StepLosses(src_loss.detach().mean(), dst_loss.detach().mean())
+        self._pending += torch.stack([losses.src, losses.dst])
+        self._bad |= ~torch.isfinite(total.detach())
+        self._count += 1
+        return losses
+
+    def _extra_losses(self, src, dst, pred: dict) -> torch.Tensor:  # noqa: ANN001
+        opts, res = self.opts, self.res
+        extra = torch.zeros((), device=self.device)
+        if opts.face_style_power > 0 or opts.bg_style_power > 0:
+            swap, swap_mask = self.model.decode_src(self.model.swap_code(dst.warped))
+            if opts.face_style_power > 0:
+                a = swap * swap_mask.detach()
+                b = (pred["pred_dst"] * pred["pred_dst_mask"]).detach()
+                extra = extra + 10000 * opts.face_style_power / 100 * L.style_loss(a, b, max(1, res // 8)).sum()
+            if opts.bg_style_power > 0:  # outside the dst mask (DFL used the src mask here by mistake)
+                outside = 1 - L.mask_blur(dst.mask, res)
+                a, b = swap * outside, dst.target * outside
+                extra = extra + 10 * opts.bg_style_power / 100 * (L.structure_loss(b, a, res) / 10 + (a - b).square().mean(dim=(1, 2, 3))).sum()
+        if self.code_d is not None:
+            extra = extra + opts.true_face_power * L.bce_with_logits(self.code_d(pred["code_src"]), 1.0).sum()
+        if self.gan_d is not None:
+            m = L.mask_blur(src.mask, res)
+            centre, full = self.gan_d(pred["pred_src"] * m)
+            extra = extra + opts.gan_power * (L.bce_with_logits(centre, 1.0) + L.bce_with_logits(full, 1.0)).sum()
+            extra = extra + (1e-6 * L.total_variation_mse(pred["pred_src"]) + 0.02 * ((pred["pred_src"] - src.target) * (1 - m)).square().mean(dim=(1, 2, 3))).sum()
+        return extra
+
+    def _discriminator_steps(self, src, pred: dict) -> None:  # noqa: ANN001
+        if self.code_d is not None:
+            d = self.code_d
+            loss = 0.5 * (L.bce_with_logits(d(pred["code_dst"].detach()), 1.0) + L.bce_with_logits(d(pred["code_src"].detach()), 0.0)).sum()
+            self.d_optimizers["code_d"].zero_grad(set_to_none=True)
+            loss.backward()
+            self.d_optimizers["code_d"].step()
+        if self.gan_d is not None:
+            m = L.mask_blur(src.mask, self.res)
+            rc, rf = self.gan_d(src.target * m)
+            fc, ff = self.gan_d(pred["pred_src"].detach() * m)
+            loss = 0.5 * (L.bce_with_logits(rc, 1.0) + L.bce_with_logits(fc, 0.0) + L.bce_with_logits(rf, 1.0) + L.bce_with_logits(ff, 0.0)).sum()
+            self.d_optimizers["gan_d"].zero_grad(set_to_none=True)
+            loss.backward()
+            self.d_optimizers["gan_d"].step()
+
+    # ---------------------------------------------------------------- checks and the loop
+
+    def _check(self) -> tuple[float, float] | None:
+        """Bring the pending losses to the host (the one sync); roll back on NaN/Inf or a spike."""
+        if self._count == 0:
+            return None
+        means = (self._pending / self._count).tolist()
+        bad = bool(self._bad)
+        self._pending.zero_()
+        self._bad.zero_()
+        self._count = 0
+        recent = [sum(x) for x in self.loss_history[-2000:]]
+        baseline = float(np.median(recent)) if len(recent) >= 100 else None
+        if bad or not all(math.isfinite(v) for v in means) or (baseline and sum(means) > SPIKE_FACTOR * baseline):
+            why = "the loss became NaN/Inf" if bad or not all(math.isfinite(v) for v in means) else (
+                f"the loss jumped to {sum(means):.3f} from about {baseline:.3f}")  # fmt: skip
+            self._rollback(why)
+            return None
+        self.loss_history.append([round(means[0], 6), round(means[1], 6)])
+        return means[0], means[1]
+
+    def _rollback(self, why: str) -> None:
+        self._rollbacks += 1
+        ckpt = checkpoint.load_latest(self.model_dir, map_location=self.device)
+        if ckpt is None or self._rollbacks > MAX_ROLLBACKS:
+            raise UserError(f"training collapsed ({why}) at iteration {self.iteration} and rolling back did not help: "
+                            "lower the learning-rate features (GAN, style powers), turn on gradient clipping, or use a backup")  # fmt: skip
+        log.warning("%s at iteration %d: rolled back to the last good checkpoint, iteration %d", why, self.iteration, ckpt.iteration)
+        self._load(ckpt)
+        self._last_batch = None
+
+    def preview(self, count: int = 4) -> np.ndarray:
+        """Rows of [src, src->src, dst, dst->dst, dst->src] for `count` faces, BGR uint8."""
+        from facelab.training.preview import preview_grid
+
+        plain = AugmentSettings(random_warp=False, rotation_deg=0, scale=0, shift=0)
+        gen = torch.Generator(device=self.device)  # its own: previews must not move the training RNG
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                src = augment(self.data["src"].gather(torch.arange(min(count, len(self.data["src"].cache)))), plain, gen)
+                dst = augment(self.data["dst"].gather(torch.arange(min(count, len(self.data["dst"].cache)))), plain, gen)
+                n = min(len(src.target), len(dst.target))
+                out = self.model(src.target[:n], dst.target[:n])
+                swap, _, _ = self.model.swap(dst.target[:n])
+            return preview_grid([src.target[:n], out["pred_src"], dst.target[:n], out["pred_dst"], swap])
+        finally:
+            self.model.train()
+
+    def run(self, stop: threading.Event, console: Callable[[str], None]) -> dict:
+        """Train until the target iteration or `stop`; autosave, backups, previews. Returns counts."""
+        opts = self.opts
+        autosave_s = opts.autosave_minutes * 60
+        backup_s = opts.autobackup_hour * 3600
+        history_every = 10 * max(1, self.res // 64)
+        started = last_save = last_backup = time.monotonic()
+        first_iter = self.iteration
+        window_start, window_iter = time.perf_counter(), self.iteration
+        self.model.train()
+        while not stop.is_set() and not (opts.target_iter and self.iteration >= opts.target_iter):
+            self.step()
+            if self.iteration == 1 or self.iteration % CHECK_EVERY == 0:
+                means = self._check()
+                if means is not None:
+                    ms = (time.perf_counter() - window_start) * 1000 / max(1, self.iteration - window_iter)
+                    console(f"[{time.strftime('%H:%M:%S')}][#{self.iteration:06d}][{ms:04.0f}ms][{means[0]:.4f}][{means[1]:.4f}]")
+                    window_start, window_iter = time.perf_counter(), self.iteration
+            if opts.write_preview_history and self.iteration % history_every == 0:
+                image = self.preview()
+                self._previews.submit(self._write_history, image, self.iteration)
+            now = time.monotonic()
+            if self.iteration == 1 or now - last_save >= autosave_s:
+                generation = self.save()
+                last_save = now
+                if backup_s and now - last_backup >= backup_s:
+                    checkpoint.backup(self.model_dir, generation)
+                    last_backup = now
+        generation = self.save()
+        self._previews.submit(self._write_preview, self.preview())
+        self._previews.shutdown(wait=True)
+        return {"iterations": self.iteration - first_iter, "iteration": self.iteration, "seconds": time.monotonic() - started,
+                "saved": str(generation)}  # fmt: skip
+
+    def _write_history(self, image: np.ndarray, iteration: int) -> None:
+        from facelab.io.frames import write_image_atomic
+
+        write_image_atomic(self.model_dir / "history" / f"{iteration:07d}.jpg", image, jpeg_quality=90)
+
+    def _write_preview(self, image: np.ndarray) -> None:
+        from facelab.io.frames import write_image_atomic
+
+        write_image_atomic(self.model_dir / "preview.jpg", image, jpeg_quality=95)
