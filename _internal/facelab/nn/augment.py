@@ -5,7 +5,8 @@ One random draw per sample drives input, target and masks alike, as in DFL:
 - affine: rotation +-10 deg, scale in [1/1.15, 1.15], shift +-5 % (cv2.getRotationMatrix2D maths);
 - random warp: a (w/cell + 1)^2 control grid, cell = w/2, w/4 or w/8, inner points moved by a
   normal truncated at 2.5 sigma scaled to 0.24 cell, bilinearly upsampled and cropped by cell/2
-  (DFL's gen_warp_params); input only;
+  (DFL's gen_warp_params, including its aliasing of the x and y offsets, see random_warp_maps);
+  input only;
 - flip with probability 0.4 when enabled; HSV jitter on the src input.
 Images are sampled bicubic with replicated borders, masks bilinear with zero borders. The warp and
 the affine are composed into one sampling grid (DFL resampled twice).
@@ -38,17 +39,23 @@ def _uniform(n: int, lo: float, hi: float, gen: torch.Generator, device: torch.d
     return torch.rand(n, generator=gen, device=device) * (hi - lo) + lo
 
 
-def affine_matrices(n: int, res: int, s: AugmentSettings, gen: torch.Generator, device: torch.device) -> torch.Tensor:
-    """N x 2 x 3 matrices in pixels mapping source -> output (cv2.warpAffine convention)."""
-    angle = _uniform(n, -s.rotation_deg, s.rotation_deg, gen, device) * math.pi / 180
-    scale = _uniform(n, 1 / (1 + s.scale), 1 + s.scale, gen, device)
-    tx = _uniform(n, -s.shift, s.shift, gen, device) * res
-    ty = _uniform(n, -s.shift, s.shift, gen, device) * res
+def affine_from_params(angle_deg: torch.Tensor, scale: torch.Tensor, tx: torch.Tensor, ty: torch.Tensor, res: int) -> torch.Tensor:
+    """cv2.getRotationMatrix2D((res/2, res/2), angle, scale) plus (tx, ty) * res, batched (N x 2 x 3)."""
+    angle = angle_deg * math.pi / 180
     a, b = scale * torch.cos(angle), scale * torch.sin(angle)
     c = res / 2
-    row0 = torch.stack([a, b, (1 - a) * c - b * c + tx], 1)
-    row1 = torch.stack([-b, a, b * c + (1 - a) * c + ty], 1)
+    row0 = torch.stack([a, b, (1 - a) * c - b * c + tx * res], 1)
+    row1 = torch.stack([-b, a, b * c + (1 - a) * c + ty * res], 1)
     return torch.stack([row0, row1], 1)
+
+
+def affine_matrices(n: int, res: int, s: AugmentSettings, gen: torch.Generator, device: torch.device) -> torch.Tensor:
+    """N x 2 x 3 matrices in pixels mapping source -> output (cv2.warpAffine convention)."""
+    angle = _uniform(n, -s.rotation_deg, s.rotation_deg, gen, device)
+    scale = _uniform(n, 1 / (1 + s.scale), 1 + s.scale, gen, device)
+    tx = _uniform(n, -s.shift, s.shift, gen, device)
+    ty = _uniform(n, -s.shift, s.shift, gen, device)
+    return affine_from_params(angle, scale, tx, ty, res)
 
 
 def _pixel_grid(res: int, device: torch.device) -> torch.Tensor:
@@ -85,7 +92,12 @@ def random_warp_maps(n: int, res: int, gen: torch.Generator, device: torch.devic
         grid = torch.stack([line.expand(count, count), line[:, None].expand(count, count)], 0)  # 2 x c x c
         grid = grid.expand(len(idx), 2, count, count).clone()
         jitter = truncated_normal((len(idx), 2, count - 2, count - 2), gen, device) * (cell * 0.24)
-        grid[:, :, 1:-1, 1:-1] += jitter
+        # DFL builds mapy as a *view* of mapx.T, so each map receives both offset grids:
+        # x gets off_x + off_y^T and y its transpose. That is the warp DFL trains with (sqrt 2
+        # stronger than intended, mirror-symmetric); kept so that warp strength matches DFL.
+        both = jitter[:, 0] + jitter[:, 1].transpose(1, 2)
+        grid[:, 0, 1:-1, 1:-1] += both
+        grid[:, 1, 1:-1, 1:-1] += both.transpose(1, 2)
         up = F.interpolate(grid, size=(res + cell, res + cell), mode="bilinear", align_corners=False)
         half = cell // 2
         maps[idx] = up[:, :, half : half + res, half : half + res].permute(0, 2, 3, 1)

@@ -238,8 +238,13 @@ class Trainer:
             src = type(src)(src.target, src.target, src.mask, src.eyes_mouth)
             dst = type(dst)(dst.target, dst.target, dst.mask, dst.eyes_mouth)
         else:
-            src = augment(self._batch("src"), self.aug["src"], self.gen)
+            src_u8 = self._batch("src")
+            if not self.quick and opts.ct_mode != "none" and not opts.pretrain:
+                src_u8 = self._recolour(src_u8)
+            src = augment(src_u8, self.aug["src"], self.gen)
             dst = augment(self._batch("dst"), self.aug["dst"], self.gen)
+            if not self.quick and opts.blur_out_mask:
+                src, dst = self._blur_out(src), self._blur_out(dst)
             self._last_batch = (src, dst)
         masked = self.quick or opts.masked_training or self.face_type not in (FaceType.WHOLE_FACE, FaceType.HEAD)
         em_src = src.eyes_mouth if (opts.eyes_mouth_prio and not self.quick) else None
@@ -265,6 +270,23 @@ class Trainer:
         self._bad |= ~torch.isfinite(total.detach())
         self._count += 1
         return losses
+
+    def _recolour(self, src_u8: torch.Tensor) -> torch.Tensor:
+        """ct_mode: each src face recoloured toward a random dst face (DFL's sample-level ct)."""
+        from facelab.nn.color import color_transfer
+
+        ref_idx = torch.randint(0, self.data["dst"].cache.images.shape[0], (src_u8.shape[0],), generator=self.cpu_gen)
+        ref = self.data["dst"].gather(ref_idx)[:, :3].float() / 255
+        bgr = color_transfer(self.opts.ct_mode, src_u8[:, :3].float() / 255, ref, self.gen)
+        return torch.cat([(bgr * 255).round().clamp(0, 255).to(torch.uint8), src_u8[:, 3:]], 1)
+
+    def _blur_out(self, batch):  # noqa: ANN001, ANN202
+        """blur_out_mask: the target's background becomes a background-only blur (sigma res/128)."""
+        outside = 1 - batch.mask
+        sigma = max(self.res / 128, 0.5)
+        bg = L.gaussian_blur(batch.target * outside, sigma) / L.gaussian_blur(outside, sigma).clamp_min(1e-4)
+        target = batch.target * batch.mask + bg.clamp(0, 1) * outside
+        return type(batch)(batch.warped, target, batch.mask, batch.eyes_mouth)
 
     def _extra_losses(self, src, dst, pred: dict) -> torch.Tensor:  # noqa: ANN001
         opts, res = self.opts, self.res
