@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import select
 import sys
 from pathlib import Path
 
 import pytest
 
 from facelab import cli
+from terminal import run_in_terminal
 from facelab.errors import EXIT_CRASH, EXIT_USER_ERROR
 
 
@@ -64,39 +63,10 @@ def test_doctor_finds_a_complete_installation(capsys):
     assert "BAD" not in out and "face models" in out and "ffmpeg" in out
 
 
-def _run_in_terminal(args: list[str], answers: list[str], timeout: float = 120) -> tuple[int, str]:
-    """Run `python -m facelab ARGS` on a pseudo-terminal, answering each prompt in turn."""
-    import pty
-
-    pid, fd = pty.fork()
-    if pid == 0:  # child: a real terminal on stdin/stdout
-        os.execv(sys.executable, [sys.executable, "-m", "facelab", *args])
-    output = b""
-    sent = 0
-    while True:
-        ready, _, _ = select.select([fd], [], [], timeout)
-        if not ready:
-            os.kill(pid, 9)
-            raise AssertionError(f"no output for {timeout} s; so far:\n{output.decode(errors='replace')}")
-        try:
-            chunk = os.read(fd, 4096)
-        except OSError:
-            break
-        if not chunk:
-            break
-        output += chunk
-        asked = output.count(b") : ")
-        if asked > sent and sent < len(answers):
-            os.write(fd, (answers[sent] + "\n").encode())
-            sent += 1
-    _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status), output.decode(errors="replace").replace("\r\n", "\n")
-
-
 @pytest.mark.skipif(sys.platform == "win32", reason="pseudo-terminals are POSIX")
 def test_prompts_on_a_terminal_reask_and_give_up_with_exit_2(ws, media):
     (ws.root / "data_src.mp4").write_bytes(media("carphone.mp4").read_bytes())
-    code, out = _run_in_terminal(
+    code, out = run_in_terminal(
         ["extract-video", "--side", "src", "--workspace", str(ws.root)], ["?", "abc", "500", "fast"]
     )
     assert "[0] FPS ( 0-240 ?:help ) : " in out
@@ -112,7 +82,7 @@ def test_terminal_user_declines_deleting_frames(ws, media):
     (ws.root / "data_dst.mp4").write_bytes(media("carphone.mp4").read_bytes())
     old = ws.frames_dir("dst") / "00001.png"
     old.write_bytes(b"user frame")
-    code, out = _run_in_terminal(["extract-video", "--side", "dst", "--workspace", str(ws.root)], ["", "n"])
+    code, out = run_in_terminal(["extract-video", "--side", "dst", "--workspace", str(ws.root)], ["", "n"])
     assert "already holds 1 frames that will be deleted. Continue? ( y/n ?:help )" in out
     assert code == 3 and "nothing was changed" in out
     assert old.read_bytes() == b"user frame"
@@ -122,7 +92,7 @@ def test_terminal_user_declines_deleting_frames(ws, media):
 def test_terminal_user_accepts_defaults_and_confirms(ws, media):
     (ws.root / "data_dst.mp4").write_bytes(media("carphone.mp4").read_bytes())
     (ws.frames_dir("dst") / "00001.jpg").write_bytes(b"old frame of another format")
-    code, out = _run_in_terminal(["extract-video", "--side", "dst", "--workspace", str(ws.root)], ["", "y"])
+    code, out = run_in_terminal(["extract-video", "--side", "dst", "--workspace", str(ws.root)], ["", "y"])
     assert code == 0, out
     assert "FPS" not in out  # data_dst is always full rate: not asked
     assert len(list(ws.frames_dir("dst").glob("*.png"))) == 120

@@ -155,3 +155,46 @@ def test_training_uses_the_applied_xseg_mask(train_workspace, tmp_path):
     write_face(path, img, meta)
     again = FacesetCache.load_or_build(ws.aligned_dir("src"), tmp_path / "cache", "src", 128, FaceType.WHOLE_FACE)
     assert np.abs(again.images[again.names.index(path.name), 3].astype(np.float32) / 255 - want).max() > 0.2
+
+
+def test_ctrl_c_saves_and_exits_with_backups_and_history(train_workspace, tmp_path):
+    ws = copy_workspace(train_workspace, tmp_path / "ws")
+    cmd = [sys.executable, "-m", "facelab", "train", "--workspace", str(ws.root), "--non-interactive", *TINY,
+           "--write-preview-history", "--autobackup-hour", "0.00002", "--autosave-minutes", "0.002"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    time.sleep(9)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "(stopped by Ctrl+C)" in out
+    folder = ws.model_dir / "new_SAEHD"
+    ckpt = checkpoint.load_latest(folder)
+    assert ckpt.iteration > 10 and f"now at {ckpt.iteration}" in out
+    assert list((folder / "autobackups").iterdir()), "no autobackup was made"
+    history = sorted((folder / "history").glob("*.jpg"))
+    assert history and history[0].name == "0000010.jpg"  # every 10 * max(1, 64 // 64) iterations
+    assert (folder / "preview.jpg").exists()
+    import cv2
+
+    assert cv2.imread(str(folder / "preview.jpg")).shape == (4 * 64, 5 * 64, 3)  # up to 4 faces x 5 columns
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="pseudo-terminals are POSIX")
+def test_interactive_new_model_then_override_on_resume(train_workspace, tmp_path):
+    from terminal import PROMPT, run_in_terminal
+
+    ws = copy_workspace(train_workspace, tmp_path / "ws")
+    fixed = ["--resolution", "64", "--ae-dims", "32", "--e-dims", "16", "--d-dims", "16", "--d-mask-dims", "16"]
+    code, out = run_in_terminal(["train", "--workspace", str(ws.root), *fixed, "--target-iter", "2"], ["mine"])
+    assert code == 0, out
+    assert "[new] Name of the new model" in out and "Creating the new model mine_SAEHD" in out
+    assert "[liae-ud] AE architecture" in out and "[8] Batch size ( 1-512 ?:help ) :" in out
+    assert (ws.model_dir / "mine_SAEHD").is_dir()
+    # resume: the model is offered, Enter within 2 s opens the changeable options (never the fixed)
+    answers = ["", "", "", "", "", "", "3"]  # model 0, Enter (override), backup, history, flips, batch size 3
+    code, out = run_in_terminal(["train", "--workspace", str(ws.root), "--target-iter", "4"], answers,
+                                markers=(PROMPT, b"Press Enter within 2 seconds"))  # fmt: skip
+    assert code == 0, out
+    assert "[0] : mine - latest" in out and "Resolution" not in out
+    state = checkpoint.load_latest(ws.model_dir / "mine_SAEHD").state
+    assert state["options"]["batch_size"] == 3 and state["options"]["resolution"] == 64

@@ -90,6 +90,8 @@ class Trainer:
             self.gan_d = L.PatchDiscriminator(opts.gan_patch_size or self.res // 8, opts.gan_dims).to(self.device)
         if self.device.type == "cuda":
             self.model = self.model.to(memory_format=torch.channels_last)
+        # the module stays the one whose state is saved; compiling wraps only the call
+        self._forward = torch.compile(self.model) if opts.compile else self.model
 
         self.gen = torch.Generator(device=self.device)
         self.gen.manual_seed(seed)
@@ -250,7 +252,7 @@ class Trainer:
         em_src = src.eyes_mouth if (opts.eyes_mouth_prio and not self.quick) else None
         em_dst = dst.eyes_mouth if (opts.eyes_mouth_prio and not self.quick) else None
         with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
-            out = self.model(src.warped, dst.warped)
+            out = self._forward(src.warped, dst.warped)
         pred = {k: v.float() for k, v in out.items()}
         src_loss = L.reconstruction_loss(src.target, pred["pred_src"], src.mask, pred["pred_src_mask"], res,
                                          masked=masked, eyes_mouth=em_src)  # fmt: skip

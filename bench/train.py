@@ -1,0 +1,139 @@
+"""Training speed: one JSON line per configuration (DFL's reference set-ups, issue "training core").
+
+SAEHD liae-ud and df-ud at 128 px full face, ae 256, e 64, d 64, mask 22, batch 8, masked
+training, random warp, AdaBelief; Quick96 at batch 4. Plus this machine's fp32 5x5 conv
+throughput, so a step reads as a share of the machine's limit.
+
+    _internal/venv/bin/python bench/train.py [--iters 6] [--device auto] [--configs liae-ud,df-ud,quick96]
+
+Keys: model, archi, ms_per_iter, data_ms_per_iter, faces_per_s, gflop_per_iter, gflop_per_s,
+peak_rss_mib, device (+ conv_gflop_per_s on the "machine" line).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from media import media_file  # noqa: E402
+
+from facelab.nn.augment import augment  # noqa: E402
+from facelab.options import resolve_options  # noqa: E402
+from facelab.stages.extract import ExtractOptions, extract  # noqa: E402
+from facelab.training.options import TrainOptions  # noqa: E402
+from facelab.training.trainer import Trainer  # noqa: E402
+from facelab.workspace import Workspace  # noqa: E402
+
+CONFIGS = {
+    "liae-ud": {"model": "saehd", "archi": "liae-ud"},
+    "df-ud": {"model": "saehd", "archi": "df-ud"},
+    "quick96": {"model": "quick96"},
+}
+COMMON = {"resolution": 128, "face_type": "f", "ae_dims": 256, "e_dims": 64, "d_dims": 64, "d_mask_dims": 22,
+          "batch_size": 8, "masked_training": True, "random_warp": True, "adabelief": True, "seed": 1}  # fmt: skip
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def conv_throughput(device: torch.device, dtype: torch.dtype = torch.float32) -> float:
+    """GFLOP/s of a 5x5, 256 -> 256 channel conv on 8 x 32 x 32 maps (the shape of SAEHD's encoder)."""
+    x = torch.randn(8, 256, 32, 32, device=device, dtype=dtype)
+    conv = torch.nn.Conv2d(256, 256, 5, padding=2).to(device, dtype)
+    with torch.no_grad():
+        for _ in range(2):
+            conv(x)
+        _sync(device)
+        t = time.perf_counter()
+        n = 5
+        for _ in range(n):
+            conv(x)
+        _sync(device)
+    seconds = (time.perf_counter() - t) / n
+    return 2 * 8 * 256 * 32 * 32 * 256 * 25 / seconds / 1e9
+
+
+def build_workspace(root: Path) -> Workspace:
+    ws = Workspace.at(root / "workspace")
+    ws.create_layout()
+    for name in ("obama.jpg", "obama2.jpg", "obama3.jpg", "biden.jpg", "t1.jpg"):
+        shutil.copy(media_file(name), ws.frames_dir("src") / name)
+    cap = cv2.VideoCapture(str(media_file("carphone.mp4")))
+    for i in range(120):
+        ok, frame = cap.read()
+        if ok and i % 4 == 0:
+            cv2.imwrite(str(ws.frames_dir("dst") / f"{i + 1:05d}.png"), cv2.resize(frame, None, fx=2, fy=2))
+    for side in ("src", "dst"):
+        extract(ws, ExtractOptions(side=side, image_size=256))
+    return ws
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--iters", type=int, default=6)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--precision", default="auto")
+    ap.add_argument("--configs", default=",".join(CONFIGS))
+    ap.add_argument("--extra", default="", help="extra options as JSON, e.g. '{\"resolution\": 256, \"archi\": \"liae-udt\"}'")
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="facelab-bench-train-"))
+    try:
+        ws = build_workspace(tmp)
+        for name in args.configs.split(","):
+            saved = {**COMMON, **CONFIGS[name], "device": args.device, "precision": args.precision, **json.loads(args.extra or "{}")}
+            opts = resolve_options(TrainOptions, saved=saved)
+            trainer = Trainer(tmp / f"{name}_model", opts, ws.aligned_dir("src"), ws.aligned_dir("dst"))
+            device = trainer.device
+            for _ in range(2):  # warm-up: allocations, kernels
+                trainer.step()
+            _sync(device)
+            times = []
+            for _ in range(args.iters):
+                t = time.perf_counter()
+                trainer.step()
+                _sync(device)
+                times.append(time.perf_counter() - t)
+            data_times = []
+            for _ in range(args.iters):  # the data path alone: sampling + device augmentation
+                t = time.perf_counter()
+                for side in ("src", "dst"):
+                    augment(trainer._batch(side), trainer.aug[side], trainer.gen)
+                _sync(device)
+                data_times.append(time.perf_counter() - t)
+            ms = statistics.median(times) * 1000
+            batch = trainer._batch_size("src")
+            gflop = trainer.model.gflop_per_sample() * 3 * 2 * batch  # forward + backward (2x), both sides
+            print(json.dumps({
+                "bench": "train", "model": opts.model, "archi": trainer.arch.archi, "resolution": trainer.res,
+                "batch": batch, "ms_per_iter": round(ms, 1), "data_ms_per_iter": round(statistics.median(data_times) * 1000, 1),
+                "data_share": round(statistics.median(data_times) / statistics.median(times), 3),
+                "faces_per_s": round(2 * batch / (ms / 1000), 2), "gflop_per_iter": round(gflop, 1),
+                "gflop_per_s": round(gflop / (ms / 1000), 1),
+                "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 0),
+                "device": str(device), "precision": str(trainer.amp_dtype or "fp32"), "threads": torch.get_num_threads(),
+            }))  # fmt: skip
+            sys.stdout.flush()
+        device = trainer.device
+        print(json.dumps({"bench": "train", "what": "machine", "device": str(device),
+                          "conv5x5_fp32_gflop_per_s": round(conv_throughput(device), 1),
+                          **({"conv5x5_bf16_gflop_per_s": round(conv_throughput(device, torch.bfloat16), 1)} if device.type == "cuda" else {})}))  # fmt: skip
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
