@@ -54,7 +54,7 @@ class Command:
 
 
 def _commands() -> dict[str, Command]:
-    from facelab.stages import clear, extract, faceset, sort, train, video
+    from facelab.stages import clear, extract, faceset, import_dfl, sort, train, video
     from facelab.training.options import TrainOptions
 
     built = [
@@ -72,6 +72,8 @@ def _commands() -> dict[str, Command]:
                 faceset.FacesetOptions, faceset.run, emits=True),
         Command("train", "6: train SAEHD or Quick96 (Ctrl+C saves and stops)", TrainOptions, train.train,
                 resolve=train.resolve_train),
+        Command("import-dfl-model", "6: import DeepFaceLab SAEHD / Quick96 models (keeps their training)",
+                import_dfl.ImportOptions, import_dfl.import_dfl_model),
         Command("video-from-frames", "8: data_dst/merged frames -> result.mp4 / .mov with data_dst's audio",
                 video.MergedVideoOptions, video.video_from_frames),
     ]  # fmt: skip

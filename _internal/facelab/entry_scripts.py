@@ -52,6 +52,7 @@ ENTRY_SCRIPTS: dict[str, list[str]] = {
     "6_train_SAEHD": ["train", "--model", "saehd"],
     "6_train_Quick96": ["train", "--model", "quick96"],
     "6_export_SAEHD_onnx": ["export", "--model", "saehd"],
+    "6_import_DFL_model": ["import-dfl-model"],
     "7_merge_SAEHD": ["merge", "--model", "saehd"],
     "7_merge_Quick96": ["merge", "--model", "quick96"],
     "8_merged_to_mp4": ["video-from-frames", "--container", "mp4"],

@@ -1,0 +1,120 @@
+"""`facelab import-dfl-model <DFL model folder>`: DeepFaceLab SAEHD / Quick96 models into FaceLab.
+
+Reads `<name>_<Model>_data.dat` (iteration, options, loss history) and the weight files
+`<name>_<Model>_<part>.npy` through the allow-list unpickler (numpy arrays and plain values only;
+anything else is refused before it can run), and writes a FaceLab checkpoint generation at the
+same iteration into `workspace/model/<name>_<Model>/`. Training then continues from there with the
+same options. DFL's optimiser state is not carried over (AdaBelief restarts its moments, as after
+DFL's own "reset optimizer"); DFL's preview samples are not needed.
+XSeg models come with the XSeg issue.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from facelab.errors import UserError
+from facelab.io import checkpoint
+from facelab.io.faceimage import FaceMetaError, load_dfl_pickle
+from facelab.options import option, options_from_dict, options_to_dict
+from facelab.report import Report
+from facelab.workspace import Workspace
+
+log = logging.getLogger(__name__)
+
+KINDS = {"SAEHD": "saehd", "Quick96": "quick96"}
+
+
+@dataclass(frozen=True)
+class ImportOptions:
+    dfl_model_dir: str = option("DFL model folder", "", ask=False, positional=True,
+                                help="DeepFaceLab's workspace/model folder (drop it on 6_import_DFL_model)")  # fmt: skip
+    name: str = option("Model name", "", ask=False, help="import only this DFL model (default: every SAEHD / Quick96 model)")
+    overwrite: bool = option("Replace", False, ask=False, help="replace a FaceLab model of the same name")
+
+
+def find_dfl_models(folder: Path) -> list[tuple[str, str]]:
+    """(name, kind) of each DFL model in `folder`, from its `<name>_<Kind>_data.dat`."""
+    found = []
+    for path in sorted(folder.glob("*_data.dat")):
+        m = re.fullmatch(r"(.+)_(SAEHD|Quick96|XSeg|AMP)_data\.dat", path.name)
+        if m:
+            found.append((m.group(1), m.group(2)))
+    return found
+
+
+def _plain(value):  # noqa: ANN001, ANN202
+    """numpy scalars in DFL's options -> Python values."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def import_model(folder: Path, name: str, kind: str, target_root: Path, overwrite: bool = False) -> tuple[Path, int]:
+    """Convert one DFL model; returns (FaceLab model folder, iteration)."""
+    from facelab.models.dfl_import import load_dfl_weights
+    from facelab.models.registry import create_model
+    from facelab.models.saehd import QUICK96, Architecture
+    from facelab.training.options import TrainOptions, model_options
+
+    prefix = f"{name}_{kind}"
+    try:
+        data = load_dfl_pickle((folder / f"{prefix}_data.dat").read_bytes(), f"{prefix}_data.dat")
+    except FaceMetaError as exc:
+        raise UserError(str(exc)) from None
+    if not isinstance(data, dict) or "options" not in data:
+        raise UserError(f"{folder / (prefix + '_data.dat')} is not a DFL model data file")
+    dfl_opts = {k: _plain(v) for k, v in data["options"].items()}
+    model = KINDS[kind]
+    known = set(options_to_dict(TrainOptions()))
+    opts = options_from_dict(TrainOptions, {k: v for k, v in dfl_opts.items() if k in known} | {"model": model})
+    arch = QUICK96 if model == "quick96" else Architecture(opts.resolution, opts.archi, opts.ae_dims, opts.e_dims,
+                                                            opts.d_dims, opts.d_mask_dims)  # fmt: skip
+    net = create_model(model, arch)
+    load_dfl_weights(net, folder, prefix, arch.kind)
+    target = target_root / f"{name}_{kind}"
+    if checkpoint.generations(target) and not overwrite:
+        raise UserError(f"{target} already holds a FaceLab model: pass --overwrite to replace it, or --name another")
+    iteration = int(data.get("iter", 0))
+    history = [[float(a), float(b)] for a, b in (data.get("loss_history") or [])][-100_000:]
+    state = {
+        "model": model,
+        "options": model_options(opts),
+        "seed": int(np.random.default_rng().integers(1, 2**31)),
+        "loss_history": history,
+        "optimizer_steps": {},
+        "imported_from": {"dfl_folder": str(folder), "name": prefix, "iteration": iteration},
+        "architecture": arch.__dict__,
+    }
+    weights = {f"model.{k}": v for k, v in net.state_dict().items()}
+    checkpoint.save(target, iteration, weights, {}, state)
+    return target, iteration
+
+
+def import_dfl_model(ws: Workspace, opts: ImportOptions) -> Report:
+    started = time.perf_counter()
+    ws.require()
+    if not opts.dfl_model_dir:
+        raise UserError("give the DFL model folder: python -m facelab import-dfl-model PATH (or drop it on 6_import_DFL_model)")
+    folder = Path(opts.dfl_model_dir).expanduser().resolve()
+    if not folder.is_dir():
+        raise UserError(f"{folder} is not a folder: give DeepFaceLab's workspace/model folder")
+    models = [(n, k) for n, k in find_dfl_models(folder) if not opts.name or n == opts.name]
+    if not models:
+        raise UserError(f"no DFL model in {folder}" + (f" named {opts.name}" if opts.name else "") + " (looked for <name>_SAEHD_data.dat)")
+    done, skipped = [], []
+    for name, kind in models:
+        if kind not in KINDS:
+            skipped.append(f"{name}_{kind} ({kind} import is not built yet)")
+            continue
+        target, iteration = import_model(folder, name, kind, ws.model_dir, opts.overwrite)
+        log.info("imported %s_%s at iteration %d -> %s", name, kind, iteration, target)
+        done.append(f"{name}_{kind} (iteration {iteration})")
+    if not done:
+        raise UserError(f"nothing imported from {folder}: " + "; ".join(skipped))
+    summary = f"imported {', '.join(done)} into {ws.model_dir}" + (f"; skipped {', '.join(skipped)}" if skipped else "")
+    return Report("import-dfl-model", summary, time.perf_counter() - started, {"imported": len(done), "skipped": len(skipped)})
