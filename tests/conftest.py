@@ -38,6 +38,7 @@ def run_script(name: str, *args: str, timeout: float = 300) -> subprocess.Comple
     """Run `scripts/<name>.sh` as a headless user would: no terminal on stdin."""
     env = dict(os.environ)
     env.pop("FACELAB_WORKSPACE", None)
+    env.pop("QT_QPA_PLATFORM", None)  # scripts run headless, as on a server
     return subprocess.run(
         [str(REPO / "scripts" / f"{name}.sh"), *args],
         stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout, env=env, check=False,
@@ -73,7 +74,7 @@ def train_workspace(tmp_path_factory, media) -> Workspace:
 
 
 TINY = ["--resolution", "64", "--archi", "liae-ud", "--ae-dims", "32", "--e-dims", "16", "--d-dims", "16",
-        "--d-mask-dims", "16", "--batch-size", "2", "--seed", "7"]  # fmt: skip
+        "--d-mask-dims", "16", "--batch-size", "2", "--seed", "7", "--no-preview"]  # fmt: skip
 
 
 def copy_workspace(ws: Workspace, target: Path) -> Workspace:

@@ -147,3 +147,12 @@ def test_wait_for_enter_sees_enter_and_times_out():
         writer.write("\n")
         writer.flush()
         assert wait_for_enter(5, "again", stream=reader, out=out, require_tty=False) is True
+
+
+def test_boolean_options_must_be_named_positively():
+    @dataclass(frozen=True)
+    class Bad:
+        no_preview: bool = option("No preview", False)
+
+    with pytest.raises(TypeError, match="name boolean options positively"):
+        option_specs(Bad)

@@ -192,6 +192,9 @@ def option_specs(cls: type) -> list[OptionSpec]:
         if meta is None:
             raise TypeError(f"{cls.__name__}.{f.name} is not declared with option(...)")
         spec = OptionSpec(key=f.name, **meta)
+        if spec.kind is bool and spec.key.startswith("no_"):
+            # argparse would turn --no-x into "x = False" whatever the option means: name it x
+            raise TypeError(f"{cls.__name__}.{f.name}: name boolean options positively (--x / --no-x)")
         spec.check(spec.default)  # a bad default is a programming error; fail at import/test time
         specs.append(spec)
     return specs

@@ -32,6 +32,7 @@ from facelab.io import checkpoint
 from facelab.io.frames import write_text_atomic
 from facelab.options import OptionSpec, ask_option, ask_yes_no, resolve_options, wait_for_enter
 from facelab.report import Report
+from facelab.ui import can_show_windows
 from facelab.training.options import TrainOptions, model_options
 from facelab.workspace import Workspace
 
@@ -133,6 +134,32 @@ def resolve_train(ws: Workspace, given: dict[str, Any], interactive: bool) -> Tr
     return resolve_options(TrainOptions, given, saved=saved, interactive=override, resuming=True)
 
 
+def _run_with_window(trainer, stop: threading.Event, title: str) -> dict:  # noqa: ANN001
+    """Training in a worker thread, the preview window in this (the main) thread."""
+    from facelab.training.control import TrainingControl
+    from facelab.ui.preview import run_preview_window
+
+    control = TrainingControl()
+    outcome: dict = {}
+
+    def work() -> None:
+        try:
+            outcome["result"] = trainer.run(stop, log.info, control)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread
+            outcome["error"] = exc
+        finally:
+            control.publish(finished=True)
+
+    worker = threading.Thread(target=work, name="training")
+    worker.start()
+    run_preview_window(control, title)
+    control.request(quit_requested=True)  # window closed: save and stop
+    worker.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["result"]
+
+
 def train(ws: Workspace, opts: TrainOptions) -> Report:
     from facelab.training.trainer import Trainer  # torch is imported only when training
 
@@ -156,10 +183,13 @@ def train(ws: Workspace, opts: TrainOptions) -> Report:
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGINT, lambda *_: stop.set())
     try:
-        result = trainer.run(stop, log.info)
+        if opts.preview and can_show_windows():
+            result = _run_with_window(trainer, stop, folder.name)
+        else:
+            result = trainer.run(stop, log.info)
     finally:
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
-    why = "stopped by Ctrl+C" if stop.is_set() else "target reached" if opts.target_iter else "done"
+    why = "stopped by Ctrl+C" if stop.is_set() else "target reached" if opts.target_iter and trainer.iteration >= opts.target_iter else "stopped"
     return Report("train", f"{folder.name}: {result['iterations']} iterations this run, now at {result['iteration']} "
                   f"({why}); saved to {result['saved']}", time.perf_counter() - started, result)  # fmt: skip

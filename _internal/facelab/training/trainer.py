@@ -36,6 +36,7 @@ from facelab.nn import losses as L
 from facelab.nn.augment import AugmentSettings, augment
 from facelab.nn.device import autocast_dtype, resolve_device
 from facelab.nn.optim import AdaBelief, RMSprop
+from facelab.training.control import TrainingControl
 from facelab.training.data import BatchSampler, DeviceFaceset, FacesetCache
 from facelab.training.options import TrainOptions, model_options
 
@@ -359,8 +360,8 @@ class Trainer:
         self._load(ckpt)
         self._last_batch = None
 
-    def preview(self, count: int = 4) -> np.ndarray:
-        """Rows of [src, src->src, dst, dst->dst, dst->src] for `count` faces, BGR uint8."""
+    def preview(self, count: int = 4, offset: int = 0) -> np.ndarray:
+        """Rows of [src, src->src, dst, dst->dst, dst->src] for `count` faces from `offset`, BGR uint8."""
         from facelab.training.preview import preview_grid
 
         plain = AugmentSettings(random_warp=False, rotation_deg=0, scale=0, shift=0)
@@ -368,8 +369,9 @@ class Trainer:
         self.model.eval()
         try:
             with torch.no_grad():
-                src = augment(self.data["src"].gather(torch.arange(min(count, len(self.data["src"].cache)))), plain, gen)
-                dst = augment(self.data["dst"].gather(torch.arange(min(count, len(self.data["dst"].cache)))), plain, gen)
+                pick = lambda side: (torch.arange(count) + offset) % len(self.data[side].cache)  # noqa: E731
+                src = augment(self.data["src"].gather(pick("src")), plain, gen)
+                dst = augment(self.data["dst"].gather(pick("dst")), plain, gen)
                 n = min(len(src.target), len(dst.target))
                 out = self.model(src.target[:n], dst.target[:n])
                 swap, _, _ = self.model.swap(dst.target[:n])
@@ -377,8 +379,9 @@ class Trainer:
         finally:
             self.model.train()
 
-    def run(self, stop: threading.Event, console: Callable[[str], None]) -> dict:
-        """Train until the target iteration or `stop`; autosave, backups, previews. Returns counts."""
+    def run(self, stop: threading.Event, console: Callable[[str], None], control: TrainingControl | None = None) -> dict:
+        """Train until the target iteration, `stop` or the window's quit; autosave, backups,
+        previews; honour the window's requests between steps. Returns counts."""
         opts = self.opts
         autosave_s = opts.autosave_minutes * 60
         backup_s = opts.autobackup_hour * 3600
@@ -389,12 +392,17 @@ class Trainer:
         self.model.train()
         while not stop.is_set() and not (opts.target_iter and self.iteration >= opts.target_iter):
             self.step()
+            means = None
             if self.iteration == 1 or self.iteration % CHECK_EVERY == 0:
                 means = self._check()
                 if means is not None:
                     ms = (time.perf_counter() - window_start) * 1000 / max(1, self.iteration - window_iter)
                     console(f"[{time.strftime('%H:%M:%S')}][#{self.iteration:06d}][{ms:04.0f}ms][{means[0]:.4f}][{means[1]:.4f}]")
                     window_start, window_iter = time.perf_counter(), self.iteration
+            if control is not None:
+                self._serve(control, means if self.iteration % CHECK_EVERY == 0 or self.iteration == 1 else None)
+                if control.quit_requested:
+                    break
             if opts.write_preview_history and self.iteration % history_every == 0:
                 image = self.preview()
                 self._previews.submit(self._write_history, image, self.iteration)
@@ -406,10 +414,24 @@ class Trainer:
                     checkpoint.backup(self.model_dir, generation)
                     last_backup = now
         generation = self.save()
-        self._previews.submit(self._write_preview, self.preview())
+        final = self.preview(offset=control.sample_offset if control else 0)
+        self._previews.submit(self._write_preview, final)
         self._previews.shutdown(wait=True)
+        if control is not None:
+            control.publish(preview=final, iteration=self.iteration, loss_history=list(self.loss_history))
         return {"iterations": self.iteration - first_iter, "iteration": self.iteration, "seconds": time.monotonic() - started,
                 "saved": str(generation)}  # fmt: skip
+
+    def _serve(self, control: TrainingControl, means: tuple | None) -> None:
+        """The window's requests, between two steps."""
+        if control.take("save_requested"):
+            log.info("saved: %s", self.save().name)
+        if control.take("backup_requested"):
+            log.info("backup: %s", checkpoint.backup(self.model_dir, self.save()))
+        if control.take("refresh_requested") or (means is not None and self.iteration % (CHECK_EVERY * 20) == 0):
+            control.publish(preview=self.preview(offset=control.sample_offset))
+        if means is not None:
+            control.publish(iteration=self.iteration, loss_history=list(self.loss_history))
 
     def _write_history(self, image: np.ndarray, iteration: int) -> None:
         from facelab.io.frames import write_image_atomic
