@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
 import shutil
 import signal
 import sys
@@ -33,6 +34,7 @@ from facelab.io.frames import write_text_atomic
 from facelab.options import OptionSpec, ask_option, ask_yes_no, resolve_options, wait_for_enter
 from facelab.report import Report
 from facelab.ui import can_show_windows
+from facelab.training.distributed import parse_devices
 from facelab.training.options import TrainOptions, model_options
 from facelab.workspace import Workspace
 
@@ -134,6 +136,47 @@ def resolve_train(ws: Workspace, given: dict[str, Any], interactive: bool) -> Tr
     return resolve_options(TrainOptions, given, saved=saved, interactive=override, resuming=True)
 
 
+def _torchrun_rank():  # noqa: ANN202
+    """Under torchrun: join its process group and return this process's rank."""
+    import os
+
+    from facelab.training.distributed import Rank
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Rank()
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if _torchrun_device().startswith("cuda") else "gloo")
+    return Rank(int(os.environ["RANK"]), world)
+
+
+def _torchrun_device() -> str:
+    import os
+
+    import torch
+
+    return f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if torch.cuda.is_available() else "cpu"
+
+
+def _train_distributed(ws: Workspace, opts: TrainOptions, folder: Path, devices: list[str], started: float) -> Report:
+    """One process per device (DistributedDataParallel); see training.distributed."""
+    from facelab.core.landmarks import FaceType
+    from facelab.options import options_to_dict
+    from facelab.training.data import FacesetCache
+    from facelab.training.distributed import launch
+
+    res = 96 if opts.model == "quick96" else opts.resolution
+    face_type = FaceType.FULL if opts.model == "quick96" else FaceType.parse(opts.face_type)
+    for side in ("src", "dst"):  # built once here, before the workers start reading
+        FacesetCache.load_or_build(ws.aligned_dir(side), folder / "cache", side, res, face_type)
+    log.info("%s: training on %s (one process each)", folder.name, ", ".join(devices))
+    result = launch(devices, folder, options_to_dict(opts), ws.aligned_dir("src"), ws.aligned_dir("dst"))
+    return Report("train", f"{folder.name}: {result['iterations']} iterations on {len(devices)} devices, now at "
+                  f"{result['iteration']}; saved to {result['saved']}", time.perf_counter() - started, result)  # fmt: skip
+
+
 def _run_with_window(trainer, stop: threading.Event, title: str) -> dict:  # noqa: ANN001
     """Training in a worker thread, the preview window in this (the main) thread."""
     from facelab.training.control import TrainingControl
@@ -168,7 +211,13 @@ def train(ws: Workspace, opts: TrainOptions) -> Report:
     name = opts.model_name or "new"
     folder = model_dir_of(ws, opts.model, name)
     folder.mkdir(parents=True, exist_ok=True)
-    trainer = Trainer(folder, opts, ws.aligned_dir("src"), ws.aligned_dir("dst"))
+    devices = parse_devices(opts.gpus)
+    if len(devices) > 1:
+        return _train_distributed(ws, opts, folder, devices, started)
+    rank = _torchrun_rank()
+    if rank.world > 1:
+        opts = replace(opts, device=_torchrun_device(), preview=False)
+    trainer = Trainer(folder, opts, ws.aligned_dir("src"), ws.aligned_dir("dst"), rank)
     defaults_path = ws.model_dir / f"{SUFFIX[opts.model]}_default_options.json"
     if opts.model == "saehd" and not defaults_path.exists():
         write_text_atomic(defaults_path, json.dumps(model_options(opts), indent=1))

@@ -24,6 +24,8 @@ class TrainOptions:
     precision: str = option("Precision", "auto", choices=("auto", "fp32", "bf16", "fp16"), ask=False,
                             help="mixed precision on a GPU (auto: bf16 where supported, else fp16); the CPU trains in fp32")  # fmt: skip
     compile: bool = option("torch.compile", False, ask=False, help="compile the training step (slow start, faster steps)")
+    gpus: str = option("GPUs", "", ask=False,
+                       help="train on several GPUs at once, e.g. 0,1 (DistributedDataParallel; the batch is split)")  # fmt: skip
     preview: bool = option("Preview window", True, ask=False,
                            help="show the preview window; --no-preview (or no display) trains headless, Ctrl+C saves and quits")  # fmt: skip
     pretraining_data_dir: str = option("Pretraining faceset", "", ask=False, help="aligned faces for pretrain mode")
@@ -75,7 +77,7 @@ class TrainOptions:
     pretrain: bool = option("Enable pretraining mode", False, help="train on --pretraining-data-dir faces only")
 
 
-RUN_ONLY = ("model", "model_name", "device", "precision", "compile", "preview", "pretraining_data_dir", "seed",
+RUN_ONLY = ("model", "model_name", "device", "precision", "compile", "gpus", "preview", "pretraining_data_dir", "seed",
             "autosave_minutes")  # fmt: skip
 
 

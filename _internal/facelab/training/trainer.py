@@ -38,6 +38,7 @@ from facelab.nn.device import autocast_dtype, resolve_device
 from facelab.nn.optim import AdaBelief, RMSprop
 from facelab.training.control import TrainingControl
 from facelab.training.data import BatchSampler, DeviceFaceset, FacesetCache
+from facelab.training.distributed import Rank, agree, all_reduce_
 from facelab.training.options import TrainOptions, model_options
 
 log = logging.getLogger(__name__)
@@ -63,8 +64,9 @@ def _b64_bytes(s: str) -> torch.Tensor:
 
 
 class Trainer:
-    def __init__(self, model_dir: Path, opts: TrainOptions, src_dir: Path, dst_dir: Path):
+    def __init__(self, model_dir: Path, opts: TrainOptions, src_dir: Path, dst_dir: Path, rank: Rank | None = None):
         self.model_dir = Path(model_dir)
+        self.rank = rank or Rank()
         self.opts = opts
         self.quick = opts.model == "quick96"
         self.device = resolve_device(opts.device)
@@ -91,8 +93,13 @@ class Trainer:
             self.gan_d = L.PatchDiscriminator(opts.gan_patch_size or self.res // 8, opts.gan_dims).to(self.device)
         if self.device.type == "cuda":
             self.model = self.model.to(memory_format=torch.channels_last)
-        # the module stays the one whose state is saved; compiling wraps only the call
-        self._forward = torch.compile(self.model) if opts.compile else self.model
+        # the module stays the one whose state is saved; compiling / DDP wrap only the call
+        if self.rank.world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self._forward = DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        else:
+            self._forward = torch.compile(self.model) if opts.compile else self.model
 
         self.gen = torch.Generator(device=self.device)
         self.gen.manual_seed(seed)
@@ -117,10 +124,15 @@ class Trainer:
         if opts.pretrain and pre is None:
             raise UserError("pretrain mode needs --pretraining-data-dir PATH (an aligned faceset of many people)")
         cache_dir = self.model_dir / "cache"
+        many = self.rank.world > 1
+        if many and not self.rank.is_main:
+            torch.distributed.barrier()  # rank 0 builds the caches first; the others read them
         self.data = {
             "src": DeviceFaceset(FacesetCache.load_or_build(pre or src_dir, cache_dir, "pretrain" if pre else "src", self.res, self.face_type), self.device),
             "dst": DeviceFaceset(FacesetCache.load_or_build(pre or dst_dir, cache_dir, "pretrain" if pre else "dst", self.res, self.face_type), self.device),
         }  # fmt: skip
+        if many and self.rank.is_main:
+            torch.distributed.barrier()
         uniform = opts.uniform_yaw or opts.pretrain
         self.samplers = {side: BatchSampler(self.data[side].cache.yaws, self.cpu_gen, uniform) for side in ("src", "dst")}
         if sampler_state:
@@ -210,8 +222,11 @@ class Trainer:
             self.gen.set_state(_b64_bytes(rng["device"]))
             self.cpu_gen.set_state(_b64_bytes(rng["cpu"]))
 
-    def save(self) -> Path:
+    def save(self) -> Path | None:
+        """Write a generation (rank 0; the other ranks only join the loss check). Every rank calls it."""
         self._check()  # never save weights that went bad
+        if not self.rank.is_main:
+            return None
         weights, slots, steps = self._state_tensors()
         state = {
             "model": self.opts.model,
@@ -231,7 +246,17 @@ class Trainer:
         return self.data[side].gather(self.samplers[side].take(self._batch_size(side)))
 
     def _batch_size(self, side: str) -> int:
-        return 4 if self.quick else self.opts.batch_size
+        """The global batch (all ranks together), a multiple of the number of ranks."""
+        size = (4 if self.quick else self.opts.batch_size) * (self.rank.world if self.quick else 1)
+        return max(self.rank.world, size - size % self.rank.world)
+
+    def _local(self, batch):  # noqa: ANN001, ANN202
+        """This rank's slice of a global batch."""
+        if self.rank.world == 1:
+            return batch
+        per = batch.target.shape[0] // self.rank.world
+        sl = slice(self.rank.rank * per, (self.rank.rank + 1) * per)
+        return type(batch)(batch.warped[sl], batch.target[sl], batch.mask[sl], batch.eyes_mouth[sl])
 
     def step(self) -> StepLosses:
         """One training iteration (DFL: G step, then code-D step, then GAN-D step on the same batch)."""
@@ -248,6 +273,7 @@ class Trainer:
             dst = augment(self._batch("dst"), self.aug["dst"], self.gen)
             if not self.quick and opts.blur_out_mask:
                 src, dst = self._blur_out(src), self._blur_out(dst)
+            src, dst = self._local(src), self._local(dst)
             self._last_batch = (src, dst)
         masked = self.quick or opts.masked_training or self.face_type not in (FaceType.WHOLE_FACE, FaceType.HEAD)
         em_src = src.eyes_mouth if (opts.eyes_mouth_prio and not self.quick) else None
@@ -259,7 +285,8 @@ class Trainer:
                                          masked=masked, eyes_mouth=em_src)  # fmt: skip
         dst_loss = L.reconstruction_loss(dst.target, pred["pred_dst"], dst.mask, pred["pred_dst_mask"], res,
                                          masked=masked, eyes_mouth=em_dst)  # fmt: skip
-        total = (src_loss + dst_loss).sum()  # DFL differentiates the sum over the batch
+        # DFL differentiates the sum over the batch; DDP averages over ranks, hence x world
+        total = (src_loss + dst_loss).sum() * self.rank.world
         if not self.quick and not opts.pretrain:
             total = total + self._extra_losses(src, dst, pred)
         self.optimizer.zero_grad(set_to_none=True)
@@ -335,8 +362,10 @@ class Trainer:
         """Bring the pending losses to the host (the one sync); roll back on NaN/Inf or a spike."""
         if self._count == 0:
             return None
-        means = (self._pending / self._count).tolist()
-        bad = bool(self._bad)
+        all_reduce_(self._pending)
+        bad_t = all_reduce_(self._bad.to(torch.int32), "max")
+        means = (self._pending / (self._count * self.rank.world)).tolist()
+        bad = bool(bad_t)
         self._pending.zero_()
         self._bad.zero_()
         self._count = 0
@@ -390,12 +419,16 @@ class Trainer:
         first_iter = self.iteration
         window_start, window_iter = time.perf_counter(), self.iteration
         self.model.train()
-        while not stop.is_set() and not (opts.target_iter and self.iteration >= opts.target_iter):
+        main, many = self.rank.is_main, self.rank.world > 1
+        while not (opts.target_iter and self.iteration >= opts.target_iter):
+            if not many and stop.is_set():
+                break
             self.step()
             means = None
-            if self.iteration == 1 or self.iteration % CHECK_EVERY == 0:
+            checking = self.iteration == 1 or self.iteration % CHECK_EVERY == 0
+            if checking:
                 means = self._check()
-                if means is not None:
+                if means is not None and main:
                     ms = (time.perf_counter() - window_start) * 1000 / max(1, self.iteration - window_iter)
                     console(f"[{time.strftime('%H:%M:%S')}][#{self.iteration:06d}][{ms:04.0f}ms][{means[0]:.4f}][{means[1]:.4f}]")
                     window_start, window_iter = time.perf_counter(), self.iteration
@@ -403,17 +436,22 @@ class Trainer:
                 self._serve(control, means if self.iteration % CHECK_EVERY == 0 or self.iteration == 1 else None)
                 if control.quit_requested:
                     break
-            if opts.write_preview_history and self.iteration % history_every == 0:
+            if main and opts.write_preview_history and self.iteration % history_every == 0:
                 image = self.preview()
                 self._previews.submit(self._write_history, image, self.iteration)
             now = time.monotonic()
-            if self.iteration == 1 or now - last_save >= autosave_s:
+            due = self.iteration == 1 or now - last_save >= autosave_s
+            if many:  # ranks save together, when rank 0 says so, only at checks (deterministic points)
+                due = checking and agree(due, self.device)
+            if due:
                 generation = self.save()
                 last_save = now
-                if backup_s and now - last_backup >= backup_s:
+                if main and backup_s and now - last_backup >= backup_s:
                     checkpoint.backup(self.model_dir, generation)
                     last_backup = now
         generation = self.save()
+        if not main:
+            return {"iterations": self.iteration - first_iter, "iteration": self.iteration}
         final = self.preview(offset=control.sample_offset if control else 0)
         self._previews.submit(self._write_preview, final)
         self._previews.shutdown(wait=True)
