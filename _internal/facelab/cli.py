@@ -54,7 +54,7 @@ class Command:
 
 
 def _commands() -> dict[str, Command]:
-    from facelab.stages import clear, extract, faceset, import_dfl, sort, train, video
+    from facelab.stages import clear, extract, faceset, import_dfl, sort, train, video, xseg
     from facelab.training.options import TrainOptions
 
     built = [
@@ -74,11 +74,11 @@ def _commands() -> dict[str, Command]:
                 resolve=train.resolve_train),
         Command("import-dfl-model", "6: import DeepFaceLab SAEHD / Quick96 models (keeps their training)",
                 import_dfl.ImportOptions, import_dfl.import_dfl_model),
+        Command("xseg", "5.XSeg: mask editor, training, apply / remove / remove-labels / fetch", xseg.XSegOptions, xseg.run),
         Command("video-from-frames", "8: data_dst/merged frames -> result.mp4 / .mov with data_dst's audio",
                 video.MergedVideoOptions, video.video_from_frames),
     ]  # fmt: skip
     not_built = [
-        Command("xseg", "5.XSeg: mask editor, training, apply/remove/fetch"),
         Command("export", "6: export a trained model to ONNX / .dfm"),
         Command("merge", "7: merge the swapped face into the dst frames"),
     ]

@@ -31,7 +31,7 @@ def test_every_archi_forward_backward_at_its_smallest_resolution(archi):
 
 
 def test_registry_lists_every_model_and_quick96_is_fixed():
-    assert list_models() == ["quick96", "saehd"]
+    assert list_models() == ["quick96", "saehd", "xseg"]
     q = create_model("quick96")
     assert q.arch == QUICK96 and q(torch.rand(1, 3, 96, 96), torch.rand(1, 3, 96, 96))["pred_src"].shape == (1, 3, 96, 96)
     with pytest.raises(ValueError, match="multiple of 32"):

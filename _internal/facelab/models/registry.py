@@ -6,7 +6,7 @@ import importlib
 from typing import Any, Callable
 
 _MODELS: dict[str, Callable[..., Any]] = {}
-_MODULES = {"saehd": "saehd", "quick96": "saehd"}
+_MODULES = {"saehd": "saehd", "quick96": "saehd", "xseg": "xseg"}
 
 
 def register_model(name: str):  # noqa: ANN201

@@ -33,6 +33,7 @@ class AugmentSettings:
     flip_p: float = 0.4
     random_warp: bool = True
     hsv_power: float = 0.0
+    warp_targets: bool = False  # XSeg: the target and masks follow the warp too
 
 
 def _uniform(n: int, lo: float, hi: float, gen: torch.Generator, device: torch.device) -> torch.Tensor:
@@ -135,6 +136,9 @@ def augment(batch_u8: torch.Tensor, s: AugmentSettings, gen: torch.Generator) ->
         warp_xy = F.grid_sample(maps, target_grid, mode="bilinear", padding_mode="border", align_corners=False)
         warped_grid = _to_normalised(warp_xy.permute(0, 2, 3, 1), res)
         warped = F.grid_sample(img, warped_grid, mode="bicubic", padding_mode="border", align_corners=False).clamp(0, 1)
+        if s.warp_targets:
+            target = warped
+            mask_t = F.grid_sample(masks, warped_grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     else:
         warped = target
     if s.hsv_power > 0:

@@ -52,8 +52,12 @@ def _signature(faces: list[Face], folder: Path, resolution: int, face_type: Face
     return h.hexdigest()
 
 
-def prepare_face(face: Face, resolution: int, face_type: FaceType) -> tuple[np.ndarray, float] | None:
-    """One face as 5 x R x R uint8 (BGR, mask, eyes-mouth) in the model's framing, and its yaw."""
+def prepare_face(face: Face, resolution: int, face_type: FaceType, mask_source: str = "train") -> tuple[np.ndarray, float] | None:
+    """One face as 5 x R x R uint8 (BGR, mask, eyes-mouth) in the model's framing, and its yaw.
+
+    mask_source: "train" = the applied XSeg mask, else the landmark hull (SAEHD);
+        "labels" = the drawn XSeg polygons, else the applied mask binarised at 0.5 (XSeg training).
+    """
     meta = face.meta
     if meta is None:
         return None
@@ -70,11 +74,22 @@ def prepare_face(face: Face, resolution: int, face_type: FaceType) -> tuple[np.n
     out = cv2.warpAffine(img, m, (resolution, resolution), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
     lm = transform_points(meta.landmarks, m)
     applied = meta.xseg_mask()
+    if mask_source == "labels":
+        if meta.xseg_polygons:
+            from facelab.core.masks import polygons_mask
+
+            applied = polygons_mask((h, w), [(p.include, p.points) for p in meta.xseg_polygons])
+        elif applied is not None:
+            applied = (applied > 0.5).astype(np.float32)
+        else:
+            return None
     if applied is not None:
         mh, mw = applied.shape[:2]
         to_img = np.array([[w / mw, 0, 0], [0, h / mh, 0]])
         mm = (np.vstack([m, [0, 0, 1]]) @ np.vstack([to_img, [0, 0, 1]]))[:2]
         mask = cv2.warpAffine(applied[..., 0], mm, (resolution, resolution), flags=cv2.INTER_LINEAR)
+        if mask_source == "labels":
+            mask = (mask > 0.5).astype(np.float32)
     else:
         mask = hull_mask((resolution, resolution), lm, meta.eyebrows_expand_mod)[..., 0]
     em = eyes_mouth_mask((resolution, resolution), lm, meta.eyebrows_expand_mod)[..., 0]
@@ -99,7 +114,13 @@ class FacesetCache:
         faces = [f for f in load_faceset(folder) if f.meta is not None]
         if not faces:
             raise UserError(f"{folder} has no faces with metadata: extract faces first (scripts 4 / 5)")
-        sig = _signature(faces, folder, resolution, face_type)
+        return cls.from_faces(faces, folder, cache_dir, side, resolution, face_type)
+
+    @classmethod
+    def from_faces(cls, faces: list[Face], folder: Path, cache_dir: Path, side: str, resolution: int, face_type: FaceType,
+                   mask_source: str = "train") -> FacesetCache:  # fmt: skip
+        """The cache of `faces` (rebuilt when they, the framing or the mask source change)."""
+        sig = _signature(faces, folder, resolution, face_type) + mask_source
         header_path, data_path = cache_dir / f"{side}.json", cache_dir / f"{side}.u8"
         try:
             header = json.loads(header_path.read_text())
@@ -108,17 +129,18 @@ class FacesetCache:
                 return cls(images, np.asarray(header["yaws"], np.float32), header["names"])
         except (OSError, ValueError, KeyError):
             pass
-        return cls._build(faces, cache_dir, side, resolution, face_type, sig)
+        return cls._build(faces, cache_dir, side, resolution, face_type, sig, mask_source)
 
     @classmethod
-    def _build(cls, faces: list[Face], cache_dir: Path, side: str, resolution: int, face_type: FaceType, sig: str) -> FacesetCache:
+    def _build(cls, faces: list[Face], cache_dir: Path, side: str, resolution: int, face_type: FaceType, sig: str,
+               mask_source: str = "train") -> FacesetCache:  # fmt: skip
         cache_dir.mkdir(parents=True, exist_ok=True)
         tmp = cache_dir / f".{side}.u8.tmp"
         images = np.memmap(tmp, np.uint8, "w+", shape=(len(faces), CHANNELS, resolution, resolution))
         yaws, names = [], []
         k = 0
         with ThreadPoolExecutor(os.cpu_count() or 2) as pool:
-            results = pool.map(lambda f: prepare_face(f, resolution, face_type), faces)
+            results = pool.map(lambda f: prepare_face(f, resolution, face_type, mask_source), faces)
             for face, result in zip(faces, progress(results, total=len(faces), desc=f"caching {side} faces", unit="face")):
                 if result is None:
                     log.warning("%s cannot be read: left out of training", face.name)
