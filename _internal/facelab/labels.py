@@ -25,3 +25,24 @@ SYNTHETIC_TAGS: dict[str, str] = {
 def is_labelled(tags: dict[str, str]) -> bool:
     """True if container tags read back from a file carry the synthetic label."""
     return tags.get("synthetic") == "true" and "trainedAlgorithmicMedia" in tags.get("digital_source_type", "")
+
+
+def label_png(data: bytes) -> bytes:
+    """PNG bytes with the synthetic label as iTXt chunks (one per tag)."""
+    from facelab.io.faceimage import embed_png_text
+
+    for key, value in SYNTHETIC_TAGS.items():
+        data = embed_png_text(data, key.encode("latin-1"), value.encode("utf-8"))
+    return data
+
+
+def png_labels(data: bytes) -> dict[str, str]:
+    """The label tags found in PNG bytes."""
+    from facelab.io.faceimage import read_png_text
+
+    found = {}
+    for key in SYNTHETIC_TAGS:
+        raw = read_png_text(data, key.encode("latin-1"))
+        if raw is not None:
+            found[key] = raw.decode("utf-8")
+    return found

@@ -1,0 +1,198 @@
+"""Colour transfer and histogram matching for the merger (dfl-spec §9, §11), numpy, as DFL computes
+them; checked against `dfl-golden/color.npz`. Images are H x W x 3 float32 BGR in [0, 1]; masks
+H x W x 1 float32. The training twins (batched torch) are in `nn/color.py`.
+
+Each transfer recolours `target` (the swapped face) toward `source` (the dst face). Registry:
+`register_color(name)`, `create_color(name)`, `list_colors()`; the names are the merger's.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import cv2
+import numpy as np
+
+_COLORS: dict[str, Callable] = {}
+
+
+def register_color(name: str):  # noqa: ANN201
+    def wrap(fn):  # noqa: ANN001, ANN202
+        if name in _COLORS:
+            raise ValueError(f"colour transfer {name!r} is registered twice")
+        _COLORS[name] = fn
+        return fn
+
+    return wrap
+
+
+def list_colors() -> list[str]:
+    return list(_COLORS)
+
+
+def create_color(name: str) -> Callable:
+    if name not in _COLORS:
+        raise ValueError(f"unknown colour transfer {name!r}; available: {', '.join(_COLORS)}")
+    return _COLORS[name]
+
+
+def reinhard_color_transfer(target: np.ndarray, source: np.ndarray, target_mask=None, source_mask=None, mask_cutoff: float = 0.5) -> np.ndarray:  # noqa: ANN001
+    """RCT in OpenCV's float Lab. Masked pixels are zeroed (not excluded) before the statistics, as DFL."""
+    t_lab = cv2.cvtColor(np.ascontiguousarray(target, np.float32), cv2.COLOR_BGR2LAB)
+    s_lab = cv2.cvtColor(np.ascontiguousarray(source, np.float32), cv2.COLOR_BGR2LAB)
+    t_in, s_in = t_lab.copy(), s_lab.copy()
+    if target_mask is not None:
+        t_in[target_mask[..., 0] < mask_cutoff] = 0
+    if source_mask is not None:
+        s_in[source_mask[..., 0] < mask_cutoff] = 0
+    tm, ts = t_in.reshape(-1, 3).mean(0), t_in.reshape(-1, 3).std(0)
+    sm, ss = s_in.reshape(-1, 3).mean(0), s_in.reshape(-1, 3).std(0)
+    out = (t_lab - tm) * (ss / np.where(ts == 0, 1, ts)) + sm
+    out[..., 0] = np.clip(out[..., 0], 0, 100)
+    out[..., 1:] = np.clip(out[..., 1:], -127, 127)
+    return cv2.cvtColor(out.astype(np.float32), cv2.COLOR_LAB2BGR)
+
+
+def linear_color_transfer(target: np.ndarray, source: np.ndarray, eps: float = 1e-5) -> np.ndarray:
+    """LCT, 'pca' mode: covariance matching through eigen-decomposition square roots."""
+    mu_t = target.mean((0, 1))
+    t = (target - mu_t).transpose(2, 0, 1).reshape(target.shape[2], -1)
+    ct = t @ t.T / t.shape[1] + eps * np.eye(t.shape[0])
+    mu_s = source.mean((0, 1))
+    s = (source - mu_s).transpose(2, 0, 1).reshape(source.shape[2], -1)
+    cs = s @ s.T / s.shape[1] + eps * np.eye(s.shape[0])
+    eva_t, eve_t = np.linalg.eigh(ct)
+    qt = eve_t @ np.sqrt(np.diag(eva_t)) @ eve_t.T
+    eva_s, eve_s = np.linalg.eigh(cs)
+    qs = eve_s @ np.sqrt(np.diag(eva_s)) @ eve_s.T
+    ts = qs @ np.linalg.inv(qt) @ t
+    out = ts.reshape(target.transpose(2, 0, 1).shape).transpose(1, 2, 0) + mu_s
+    return np.clip(out, 0, 1).astype(np.float32)
+
+
+def color_transfer_mkl(x0: np.ndarray, x1: np.ndarray) -> np.ndarray:
+    """The Monge-Kantorovich linear map of x0's colours onto x1's (DFL's exact formulation)."""
+    eps = np.finfo(float).eps
+    h, w, c = x0.shape
+    a0, a1 = x0.reshape(-1, c).astype(np.float64), x1.reshape(-1, c).astype(np.float64)
+    a, b = np.cov(a0.T), np.cov(a1.T)
+    da2, ua = np.linalg.eig(a)
+    da = np.diag(np.sqrt(da2.clip(eps, None)))
+    cmat = da @ ua.T @ b @ ua @ da
+    dc2, uc = np.linalg.eig(cmat)
+    dc = np.diag(np.sqrt(dc2.clip(eps, None)))
+    da_inv = np.diag(1.0 / np.diag(da))
+    t = ua @ da_inv @ uc @ dc @ uc.T @ da_inv @ ua.T
+    out = (a0 - a0.mean(0)) @ t + a1.mean(0)
+    return np.clip(out.reshape(h, w, c).astype(np.float32), 0, 1)
+
+
+def _random_rotation(rng: np.random.Generator, n: int = 3) -> np.ndarray:
+    q, r = np.linalg.qr(rng.normal(size=(n, n)))
+    q = q * np.sign(np.diag(r))
+    if np.linalg.det(q) < 0:
+        q[:, 0] = -q[:, 0]
+    return q
+
+
+def color_transfer_idt(i0: np.ndarray, i1: np.ndarray, bins: int = 256, n_rot: int = 20, rng: np.random.Generator | None = None) -> np.ndarray:
+    """Iterative distribution transfer: n_rot random rotations of 1-D CDF matching, relaxation 1/n_rot."""
+    rng = rng or np.random.default_rng()
+    h, w, c = i0.shape
+    d0, d1 = i0.reshape(-1, c).T.astype(np.float32), i1.reshape(-1, c).T.astype(np.float32)
+    for _ in range(n_rot):
+        r = _random_rotation(rng, c).astype(np.float32)
+        d0r, d1r = r @ d0, r @ d1
+        d_r = np.empty_like(d0)
+        for j in range(c):
+            lo, hi = min(d0r[j].min(), d1r[j].min()), max(d0r[j].max(), d1r[j].max())
+            p0, edges = np.histogram(d0r[j], bins=bins, range=[lo, hi])
+            p1, _ = np.histogram(d1r[j], bins=bins, range=[lo, hi])
+            cp0, cp1 = p0.cumsum().astype(np.float32), p1.cumsum().astype(np.float32)
+            cp0 /= cp0[-1]
+            cp1 /= cp1[-1]
+            f = np.interp(cp0, cp1, edges[1:])
+            d_r[j] = np.interp(d0r[j], edges[1:], f, left=0, right=bins)
+        d0 = (1 / n_rot) * np.linalg.solve(r, d_r - d0r) + d0
+    return np.clip(d0.T.reshape(h, w, c), 0, 1).astype(np.float32)
+
+
+def color_transfer_sot(src: np.ndarray, trg: np.ndarray, steps: int = 10, batch_size: int = 5, reg_sigma_xy: float = 16.0,
+                       reg_sigma_v: float = 5.0, rng: np.random.Generator | None = None) -> np.ndarray:  # fmt: skip
+    """Sliced optimal transport, then DFL's bilateral smoothing of the change."""
+    rng = rng or np.random.default_rng()
+    h, w, c = src.shape
+    new = src.astype(np.float32).copy()
+    for _ in range(steps):
+        advect = np.zeros((h * w, c), np.float32)
+        for _ in range(batch_size):
+            d = rng.normal(size=c).astype(np.float32)
+            d /= np.linalg.norm(d)
+            ps, pt = (new * d).sum(-1).reshape(-1), (trg * d).sum(-1).reshape(-1)
+            ids, idt = np.argsort(ps), np.argsort(pt)
+            advect[ids] += (pt[idt] - ps[ids])[:, None] * d
+        new += advect.reshape(h, w, c) / batch_size
+    if reg_sigma_xy:
+        diff = new - src
+        new = src + cv2.bilateralFilter(diff, 0, reg_sigma_v, reg_sigma_xy).reshape(h, w, c)
+    return new
+
+
+def color_transfer_mix(img_src: np.ndarray, img_trg: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
+    """LCT on lightness plus SOT on the colour channels, in 8-bit Lab (DFL's mix-m)."""
+    s8 = np.clip(img_src * 255, 0, 255).astype(np.uint8)
+    t8 = np.clip(img_trg * 255, 0, 255).astype(np.uint8)
+    s_lab, t_lab = cv2.cvtColor(s8, cv2.COLOR_BGR2LAB), cv2.cvtColor(t8, cv2.COLOR_BGR2LAB)
+    light = linear_color_transfer(s_lab[..., 0:1].astype(np.float32) / 255, t_lab[..., 0:1].astype(np.float32) / 255)
+    light = np.clip(light[..., 0] * 255, 0, 255).astype(np.uint8)
+    s_lab[..., 0] = 100
+    t_lab[..., 0] = 100
+    s_bgr, t_bgr = cv2.cvtColor(s_lab, cv2.COLOR_LAB2BGR), cv2.cvtColor(t_lab, cv2.COLOR_LAB2BGR)
+    mixed = np.clip(color_transfer_sot(s_bgr.astype(np.float32), t_bgr.astype(np.float32), rng=rng), 0, 255).astype(np.uint8)
+    mixed = cv2.cvtColor(mixed, cv2.COLOR_BGR2LAB)
+    mixed[..., 0] = light
+    return (cv2.cvtColor(mixed, cv2.COLOR_LAB2BGR) / 255.0).astype(np.float32)
+
+
+def channel_hist_match(source: np.ndarray, template: np.ndarray, threshold: float = 255) -> np.ndarray:
+    oldshape = source.shape
+    s_values, bin_idx, s_counts = np.unique(source.ravel(), return_inverse=True, return_counts=True)
+    t_values, t_counts = np.unique(template.ravel(), return_counts=True)
+    s_q = np.cumsum(s_counts).astype(np.float64)
+    s_q = threshold * s_q / s_q[-1]
+    t_q = np.cumsum(t_counts).astype(np.float64)
+    t_q = 255 * t_q / t_q[-1]
+    return np.interp(s_q, t_q, t_values)[bin_idx].reshape(oldshape)
+
+
+def color_hist_match(src: np.ndarray, tar: np.ndarray, threshold: float = 255) -> np.ndarray:
+    """Per-channel histogram matching; `threshold` < 255 scales the source quantiles (DFL)."""
+    chans = [channel_hist_match(src[..., i], tar[..., i], threshold) for i in range(3)]
+    return np.stack(chans + [src[..., i] for i in range(3, src.shape[2])], -1).astype(src.dtype)
+
+
+def masked_hist_match_inputs(face: np.ndarray, dst: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The merger's hist-match inputs: outside the mask both images become white."""
+    white = (1.0 - mask) * np.ones(face.shape[:2] + (1,), np.float32)
+    a = face * mask + white
+    a[a > 1.0] = 1.0
+    b = dst * mask + white
+    b[a > 1.0] = 1.0  # DFL tests the first image here; kept
+    return a, b
+
+
+def _binary(mask: np.ndarray) -> np.ndarray:
+    return (mask >= 0.5).astype(np.float32)
+
+
+# ---------------------------------------------------------------- the merger's modes
+
+register_color("none")(lambda face, dst, mask, rng=None: face)
+register_color("rct")(lambda face, dst, mask, rng=None: np.clip(reinhard_color_transfer(face, dst, mask, mask), 0, 1))
+register_color("lct")(lambda face, dst, mask, rng=None: linear_color_transfer(face, dst))
+register_color("mkl")(lambda face, dst, mask, rng=None: color_transfer_mkl(face, dst))
+register_color("mkl-m")(lambda face, dst, mask, rng=None: color_transfer_mkl(face * _binary(mask), dst * _binary(mask)))
+register_color("idt")(lambda face, dst, mask, rng=None: color_transfer_idt(face, dst, rng=rng))
+register_color("idt-m")(lambda face, dst, mask, rng=None: color_transfer_idt(face * _binary(mask), dst * _binary(mask), rng=rng))
+register_color("sot-m")(lambda face, dst, mask, rng=None: np.clip(color_transfer_sot(face * _binary(mask), dst * _binary(mask), batch_size=30, rng=rng), 0, 1))
+register_color("mix-m")(lambda face, dst, mask, rng=None: color_transfer_mix(face * _binary(mask), dst * _binary(mask), rng=rng))

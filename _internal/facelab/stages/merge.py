@@ -1,0 +1,220 @@
+"""Script 7, batch merge (dfl-spec §11): every data_dst frame with its faces swapped.
+
+For each frame the faces come from `data_dst/aligned` (by source_filename, using the frame-space
+source landmarks). Faces are cut at the model's framing, run through the model in batches on the
+device, and composited in worker threads (`core.blend.merge_face`). Outputs: `merged/<stem>.png`
+and `merged_mask/<stem>.png` (the union of the face masks, 0-255); frames without a face are
+copied with an empty mask. Every merged PNG carries the synthetic-media label (ARCHITECTURE §6).
+Resumable: `merged/.facelab_merge.json` records the config and model iteration; a re-run with the
+same ones continues, other ones ask before replacing (`--overwrite` headless).
+
+The interactive merger window (DFL's key map) is not built yet: `--interactive` says so.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from itertools import islice
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from facelab.core.blend import COLOR_MODES, MASK_MODES, SHARPEN_MODES, FaceInput, MergeConfig, list_modes, merge_face, motion_of
+from facelab.core.landmarks import FaceType, get_transform_mat, transform_points
+from facelab.errors import ConfirmationNeeded, UserError
+from facelab.io.faceset import load_faceset
+from facelab.io.frames import encode_image, list_images, read_image, write_bytes_atomic, write_text_atomic
+from facelab.labels import label_png
+from facelab.log import progress
+from facelab.options import option
+from facelab.report import Report
+from facelab.workspace import Workspace
+
+log = logging.getLogger(__name__)
+
+SESSION = ".facelab_merge.json"
+CHUNK = 8
+
+
+@dataclass(frozen=True)
+class MergeOptions:
+    model: str = option("Model", "saehd", choices=("saehd", "quick96"), ask=False, help="which kind of model")
+    model_name: str = option("Model name", "", ask=False, help="default: the most recently trained model")
+    interactive: bool = option("Use interactive merger", False, ask=False, help="the interactive window (not built yet)")
+    mode: str = option("Mode", "overlay", choices=tuple(list_modes()),
+                       help="overlay, hist-match, seamless, seamless-hist-match, raw-rgb, raw-predict, original")  # fmt: skip
+    mask_mode: str = option("Mask mode", "learned-prd*dst", choices=MASK_MODES,
+                            help="which mask cuts the face out: learned masks of the model, the landmark hull, XSeg")  # fmt: skip
+    erode: int = option("Erode mask", 0, min=-400, max=400, help="shrink (+) or grow (-) the mask")
+    blur: int = option("Blur mask", 0, min=0, max=400, help="soften the mask edge")
+    motion_blur_power: int = option("Motion blur power", 0, min=0, max=100, help="blur the face along its movement")
+    output_face_scale: int = option("Output face scale", 0, min=-50, max=50, help="percent bigger or smaller")
+    color_transfer: str = option("Color transfer", "rct", choices=COLOR_MODES, help="match the face's colours to the frame")
+    sharpen_mode: str = option("Sharpen mode", "none", choices=SHARPEN_MODES, help="sharpen or blur the face")
+    blursharpen_amount: int = option("Blur/sharpen amount", 0, min=-100, max=100, ask=lambda v: v["sharpen_mode"] != "none",
+                                     help="+ sharpens, - blurs")  # fmt: skip
+    hist_match_threshold: int = option("Hist match threshold", 238, min=0, max=255, ask=lambda v: "hist" in v["mode"],
+                                       help="lower keeps more of the face's own contrast")  # fmt: skip
+    masked_hist_match: bool = option("Masked hist match", True, ask=lambda v: "hist" in v["mode"], help="match inside the mask only")
+    image_denoise_power: int = option("Image denoise power", 0, min=0, max=500, help="denoise the face")
+    bicubic_degrade_power: int = option("Bicubic degrade power", 0, min=0, max=100, help="soften the face to match a soft video")
+    color_degrade_power: int = option("Color degrade power", 0, min=0, max=100, help="reduce the face's colours")
+    device: str = option("Device", "auto", ask=False, help="auto, cpu, cuda, cuda:1, mps")
+    workers: int = option("Workers", 2, min=1, max=64, ask=False, help="compositing threads")
+    overwrite: bool = option("Replace merged frames", False, ask=False, help="replace frames merged with another config")
+
+
+def merge_config(opts: MergeOptions) -> MergeConfig:
+    return MergeConfig(**{k: getattr(opts, k) for k in MergeConfig.__dataclass_fields__})
+
+
+def load_model(ws: Workspace, kind: str, name: str, device: str):  # noqa: ANN201
+    """(model in eval mode, face type, resolution, iteration, torch device, folder) of a trained model."""
+    import torch
+
+    from facelab.io import checkpoint
+    from facelab.models.registry import create_model
+    from facelab.models.saehd import QUICK96, Architecture
+    from facelab.nn.device import resolve_device
+    from facelab.stages.train import list_models, model_dir_of
+
+    if name:
+        folder = model_dir_of(ws, kind, name)
+    else:
+        models = list_models(ws, kind)
+        if not models:
+            raise UserError(f"no trained {kind} model in {ws.model_dir}: run 6_train_{'SAEHD' if kind == 'saehd' else 'Quick96'} first")
+        folder = models[0][1]
+    ckpt = checkpoint.load_latest(folder)
+    if ckpt is None:
+        raise UserError(f"{folder} has no checkpoint: train it first")
+    opts = ckpt.state.get("options", {})
+    arch = QUICK96 if kind == "quick96" else Architecture(**{k: ckpt.state["architecture"][k] for k in Architecture.__dataclass_fields__})
+    net = create_model(kind, arch)
+    net.load_state_dict({k[len("model."):]: v for k, v in ckpt.weights.items() if k.startswith("model.")})
+    dev = resolve_device(device)
+    face_type = FaceType.FULL if kind == "quick96" else FaceType.parse(opts.get("face_type", "f"))
+    return net.to(dev).eval(), face_type, arch.resolution, ckpt.iteration, torch.device(dev), folder
+
+
+def merge(ws: Workspace, opts: MergeOptions) -> Report:
+    import torch
+
+    started = time.perf_counter()
+    ws.require()
+    if opts.interactive:
+        raise UserError("the interactive merger window is not built yet: run without --interactive (batch merge)")
+    cfg = merge_config(opts)
+    frames = list_images(ws.frames_dir("dst"))
+    if not frames:
+        raise UserError(f"{ws.frames_dir('dst')} has no frames: run 3_extract_images_dst first")
+    net, face_type, res, iteration, device, folder = load_model(ws, opts.model, opts.model_name, opts.device)
+    xseg = None
+    if opts.mask_mode.startswith("xseg") or opts.mask_mode == "all":
+        from facelab.stages.xseg import load_xseg
+
+        xseg = load_xseg(ws, opts.device)
+    faces_by_frame: dict[str, list[np.ndarray]] = {}
+    for face in sorted(load_faceset(ws.aligned_dir("dst")), key=lambda f: f.name):
+        if face.meta is not None and face.meta.source_filename and face.meta.source_landmarks is not None:
+            faces_by_frame.setdefault(Path(face.meta.source_filename).stem, []).append(face.meta.source_landmarks)
+    if not faces_by_frame:
+        raise UserError(f"{ws.aligned_dir('dst')} has no faces: run 5_dst_faceset_extract first")
+
+    merged_dir, mask_dir = ws.merged_dir, ws.merged_mask_dir
+    merged_dir.mkdir(parents=True, exist_ok=True)
+    mask_dir.mkdir(parents=True, exist_ok=True)
+    session = {"config": asdict(cfg), "model": folder.name, "iteration": iteration}
+    session_path = merged_dir / SESSION
+    try:
+        previous = json.loads(session_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        previous = None
+    existing = list_images(merged_dir)
+    same = previous == session
+    if existing and not same and not opts.overwrite:
+        raise ConfirmationNeeded(f"{merged_dir} holds {len(existing)} frames merged with another config or model, which will be replaced", "overwrite")
+    if not same:
+        for p in existing + list_images(mask_dir):
+            p.unlink()
+    write_text_atomic(session_path, json.dumps(session, indent=1))
+    done = {p.stem for p in list_images(merged_dir)} & {p.stem for p in list_images(mask_dir)}
+    todo = [f for f in frames if f.stem not in done]
+    centres = {stem: _centre(lms[0], face_type) for stem, lms in faces_by_frame.items()}
+    stems = [f.stem for f in frames]
+    counts = {"frames": 0, "faces": 0, "no_face": 0, "skipped": len(frames) - len(todo)}
+
+    def composite(path: Path, frame: np.ndarray, items: list[FaceInput]) -> int:
+        out, masks = frame.astype(np.float32) / 255, []
+        for item in items:
+            out, m = merge_face(out, item, cfg)
+            masks.append(m)
+        if cfg.mode == "raw-predict" and items:
+            out, masks = items[0].pred_face, [np.ones(items[0].pred_face.shape[:2], np.float32)]
+        mask = np.clip(np.sum(masks, 0), 0, 1) if masks else np.zeros(frame.shape[:2], np.float32)
+        write_bytes_atomic(merged_dir / f"{path.stem}.png", label_png(encode_image((out * 255 + 0.5).clip(0, 255).astype(np.uint8), ".png")))
+        write_bytes_atomic(mask_dir / f"{path.stem}.png", encode_image((mask * 255 + 0.5).astype(np.uint8), ".png"))
+        return len(items)
+
+    bar = progress(total=len(todo), desc="merge", unit="frame")
+    with ThreadPoolExecutor(opts.workers) as pool, torch.no_grad():
+        it = iter(todo)
+        while chunk := list(islice(it, CHUNK)):
+            images = list(pool.map(read_image, chunk))
+            jobs, crops, where = [], [], []
+            for path, img in zip(chunk, images):
+                if img is None:
+                    raise UserError(f"{path} cannot be read as an image")
+                items = []
+                for lm in faces_by_frame.get(path.stem, []):
+                    mat = get_transform_mat(lm, res, face_type)
+                    crop = cv2.warpAffine(img, mat, (res, res), flags=cv2.INTER_CUBIC).astype(np.float32) / 255
+                    crops.append(crop)
+                    where.append((len(jobs), len(items)))
+                    k = stems.index(path.stem)
+                    motion = motion_of(centres.get(stems[k - 1]) if k else None, centres.get(stems[k + 1]) if k + 1 < len(stems) else None)
+                    items.append([lm, crop, motion])
+                jobs.append((path, img, items))
+            if crops:
+                x = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).to(device)
+                face, face_mask, dst_mask = (t.float().cpu().numpy() for t in net.swap(x))
+                xp = xd = None
+                if xseg is not None:
+                    xp, xd = _xseg_masks(xseg, x, torch.from_numpy(face).to(device), res)
+                for n, (j, i) in enumerate(where):
+                    lm, crop, motion = jobs[j][2][i]
+                    jobs[j][2][i] = FaceInput(lm, face_type, res, face[n].transpose(1, 2, 0), face_mask[n, 0], dst_mask[n, 0], crop,
+                                              None if xp is None else xp[n], None if xd is None else xd[n], motion)  # fmt: skip
+            for n_faces in pool.map(lambda job: composite(*job), jobs):
+                counts["frames"] += 1
+                counts["faces"] += n_faces
+                counts["no_face"] += n_faces == 0
+                bar.update(1)
+    bar.close()
+    summary = (f"{counts['frames']} frames merged ({counts['faces']} faces, {cfg.mode}, mask {cfg.mask_mode}, "
+               f"colour {cfg.color_transfer}) -> {merged_dir}; {counts['no_face']} without a face copied")  # fmt: skip
+    if counts["skipped"]:
+        summary += f"; {counts['skipped']} already merged"
+    return Report("merge", summary, time.perf_counter() - started, counts)
+
+
+def _centre(landmarks: np.ndarray, face_type: FaceType) -> np.ndarray:
+    mat = get_transform_mat(landmarks, 256, face_type)
+    return transform_points(np.array([[128.0, 128.0]]), mat, invert=True)[0]
+
+
+def _xseg_masks(xseg, dst_crops, swapped, res: int):  # noqa: ANN001, ANN202
+    """XSeg masks of the swapped and the dst faces, at the model's framing (resized to XSeg's size)."""
+    import torch.nn.functional as F
+
+    net, _face_type, xres, _device = xseg
+    out = []
+    for batch in (swapped, dst_crops):
+        m = net.predict(F.interpolate(batch, size=(xres, xres), mode="bilinear", align_corners=False))
+        out.append(F.interpolate(m, size=(res, res), mode="bilinear", align_corners=False)[:, 0].cpu().numpy())
+    return out

@@ -1,0 +1,125 @@
+"""Batch merge (script 7) on the real carphone video with a briefly trained model, and every
+compositing mode on one face."""
+
+from __future__ import annotations
+
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import TINY, copy_workspace
+from facelab.core.blend import MASK_MODES, FaceInput, MergeConfig, list_modes, merge_face
+from facelab.core.landmarks import FaceType, get_transform_mat
+from facelab.io.faceimage import read_meta
+from facelab.io.frames import list_images, read_image
+from facelab.labels import png_labels
+
+
+@pytest.fixture(scope="module")
+def merged_ws(train_workspace, tmp_path_factory, media):
+    """carphone: all 120 frames, their faces, a model trained for a few steps, merged by script 7."""
+    from conftest import run_script
+
+    ws = copy_workspace(train_workspace, tmp_path_factory.mktemp("merge") / "ws")
+    shutil.rmtree(ws.frames_dir("dst"))
+    ws.create_layout()
+    shutil.copy(media("carphone.mp4"), ws.root / "data_dst.mp4")
+    args = ("--workspace", str(ws.root), "--non-interactive")
+    assert run_script("3_extract_images_dst", *args).returncode == 0
+    assert run_script("5_dst_faceset_extract", *args, "--image-size", "256").returncode == 0
+    assert run_script("6_train_SAEHD", *args, *TINY, "--target-iter", "4").returncode == 0
+    # the landmark-hull mask: a 4-step model's learned masks are still ~0.5
+    proc = run_script("7_merge_SAEHD", *args, "--mask-mode", "dst")
+    assert proc.returncode == 0, proc.stderr
+    assert "120 frames merged (120 faces" in proc.stdout
+    return ws
+
+
+def test_every_frame_is_merged_inside_its_mask_and_untouched_outside(merged_ws):
+    ws = merged_ws
+    merged, masks, frames = list_images(ws.merged_dir), list_images(ws.merged_mask_dir), list_images(ws.frames_dir("dst"))
+    assert len(merged) == len(masks) == len(frames) == 120
+    for frame_path in frames[::13]:
+        before = read_image(frame_path).astype(int)
+        after = read_image(ws.merged_dir / f"{frame_path.stem}.png").astype(int)
+        mask = cv2.imread(str(ws.merged_mask_dir / f"{frame_path.stem}.png"), cv2.IMREAD_GRAYSCALE)
+        grown = cv2.dilate((mask > 0).astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+        assert (after[~grown] == before[~grown]).all(), "pixels outside the mask changed"
+        inside = mask > 128
+        assert inside.sum() > 500 and np.abs(after[inside] - before[inside]).mean() > 2, "the face did not change"
+        changed = np.abs(after - before).sum(2) > 0
+        assert (changed & ~grown).sum() == 0  # every changed pixel is covered by the written mask
+    data = (ws.merged_dir / f"{frames[0].stem}.png").read_bytes()
+    assert png_labels(data)["synthetic"] == "true" and "trainedAlgorithmicMedia" in png_labels(data)["digital_source_type"]
+
+
+def test_resume_config_guard_and_frames_without_faces(merged_ws, script, tmp_path):
+    ws = copy_workspace(merged_ws, tmp_path / "ws")
+    args = ("--workspace", str(ws.root), "--non-interactive")
+    proc = script("7_merge_SAEHD", *args, "--mask-mode", "dst")
+    assert proc.returncode == 0 and "0 frames merged" in proc.stdout and "120 already merged" in proc.stdout
+    proc = script("7_merge_SAEHD", *args, "--mode", "hist-match")
+    assert proc.returncode == 2 and "another config" in proc.stderr and "--overwrite" in proc.stderr
+    face = ws.aligned_dir("dst") / "00007_0.jpg"
+    face.unlink()  # frame 7 now has no face
+    proc = script("7_merge_SAEHD", *args, "--mode", "hist-match", "--overwrite")
+    assert proc.returncode == 0, proc.stderr
+    assert "1 without a face copied" in proc.stdout
+    assert (read_image(ws.merged_dir / "00007.png") == read_image(ws.frames_dir("dst") / "00007.png")).all()
+    assert cv2.imread(str(ws.merged_mask_dir / "00007.png"), cv2.IMREAD_GRAYSCALE).max() == 0
+
+
+def test_script_8_turns_merged_frames_into_a_labelled_video(merged_ws, script):
+    from facelab.io.ffmpeg import probe
+    from facelab.labels import is_labelled
+
+    proc = script("8_merged_to_mp4", "--workspace", str(merged_ws.root), "--non-interactive")
+    assert proc.returncode == 0, proc.stderr
+    info = probe(merged_ws.result_path("mp4"))
+    assert info.video.frames == 120 and is_labelled(info.tags)
+    assert probe(merged_ws.result_mask_path("mp4")).video.frames == 120
+
+
+def _face(train_workspace):
+    path = list_images(train_workspace.aligned_dir("dst"))[0]
+    meta = read_meta(path)
+    frame = read_image(train_workspace.frames_dir("dst") / meta.source_filename).astype(np.float32) / 255
+    lm = meta.source_landmarks
+    crop = cv2.warpAffine(frame, get_transform_mat(lm, 64, FaceType.FULL), (64, 64), flags=cv2.INTER_CUBIC)
+    rng = np.random.default_rng(0)
+    mask = np.zeros((64, 64), np.float32)
+    mask[12:54, 12:54] = 1
+    item = FaceInput(lm, FaceType.FULL, 64, np.clip(crop[..., ::-1] * 0.8 + 0.1, 0, 1).copy(), mask, mask, crop,
+                     mask, mask, (4.0, 30.0), rng)  # fmt: skip
+    return frame, item
+
+
+@pytest.mark.parametrize("mode", list_modes())
+def test_every_mode_changes_only_the_face(train_workspace, mode):
+    frame, item = _face(train_workspace)
+    out, mask = merge_face(frame, item, MergeConfig(mode=mode))
+    if mode == "raw-predict":
+        assert out.shape == (64, 64, 3)
+        return
+    assert out.shape == frame.shape and np.isfinite(out).all()
+    if mode == "original":
+        assert (out == frame).all() and mask.max() == 0
+        return
+    far = cv2.dilate((mask > 0).astype(np.uint8), np.ones((15, 15), np.uint8)) == 0
+    assert np.abs(out[far] - frame[far]).max() < 1e-6
+    assert np.abs(out - frame)[mask > 0.5].mean() > 0.01
+
+
+@pytest.mark.parametrize("mask_mode", MASK_MODES)
+def test_every_mask_mode_and_post_effects(train_workspace, mask_mode):
+    frame, item = _face(train_workspace)
+    cfg = MergeConfig(mask_mode=mask_mode, erode=10, blur=20, motion_blur_power=50, output_face_scale=5,
+                      color_transfer="mkl", sharpen_mode="gaussian", blursharpen_amount=30, image_denoise_power=60,
+                      bicubic_degrade_power=20, color_degrade_power=50)  # fmt: skip
+    out, mask = merge_face(frame, item, cfg)
+    assert np.isfinite(out).all() and 0 < mask.max() <= 1
+    plain_cfg = MergeConfig(mask_mode=mask_mode)
+    _, plain = merge_face(frame, item, plain_cfg)
+    assert (mask > 0).sum() != (plain > 0).sum() or mask_mode in ("full",)  # erode/blur/scale changed the mask
