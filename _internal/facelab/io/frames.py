@@ -46,12 +46,14 @@ def read_image(path: Path) -> ImageBGR | None:
     return img
 
 
-def encode_image(img: np.ndarray, ext: str, jpeg_quality: int = 90) -> bytes:
+def encode_image(img: np.ndarray, ext: str, jpeg_quality: int = 90, png_compression: int = 3) -> bytes:
     """Encode an image to `.png` / `.jpg` bytes (raises ValueError if OpenCV refuses)."""
     ext = ext.lower() if ext.startswith(".") else "." + ext.lower()
     params: list[int] = []
     if ext in (".jpg", ".jpeg"):
         params = [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)]
+    elif ext == ".png":
+        params = [cv2.IMWRITE_PNG_COMPRESSION, int(png_compression)]
     ok, buf = cv2.imencode(ext, img, params)
     if not ok:
         raise ValueError(f"OpenCV could not encode a {img.shape} image as {ext}")

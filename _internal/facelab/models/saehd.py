@@ -263,14 +263,19 @@ class SAEHD(nn.Module):
                 "pred_dst_mask": pred_dst_mask, "code_src": z_src, "code_dst": z_dst}  # fmt: skip
 
     def swap(self, dst: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(swapped face, its mask from the src decoder, the dst decoder's mask) for dst crops."""
-        face, face_mask = self.decode_src(self.swap_code(dst))
+        """(swapped face, its mask from the src decoder, the dst decoder's mask) for dst crops.
+
+        The encoder runs once; for liae both decoder passes go through as one batch."""
+        code = self.encoder(dst)
         if self.arch.kind == "df":
-            _, dst_mask = self.decoder_dst(self.inter(self.encoder(dst)))
-        else:
-            code = self.encoder(dst)
-            _, dst_mask = self.decoder(torch.cat([self.inter_B(code), self.inter_AB(code)], 1))
-        return face, face_mask, dst_mask
+            z = self.inter(code)
+            face, face_mask = self.decoder_src(z)
+            _, dst_mask = self.decoder_dst(z)
+            return face, face_mask, dst_mask
+        ab = self.inter_AB(code)
+        n = dst.shape[0]
+        faces, masks = self.decoder(torch.cat([torch.cat([ab, ab], 1), torch.cat([self.inter_B(code), ab], 1)], 0))
+        return faces[:n], masks[:n], masks[n:]
 
     def gflop_per_sample(self) -> float:
         """Forward GFLOP (multiply-add = 2) of one sample through encoder, inter and one decoder."""

@@ -157,8 +157,8 @@ def merge(ws: Workspace, opts: MergeOptions) -> Report:
         if cfg.mode == "raw-predict" and items:
             out, masks = items[0].pred_face, [np.ones(items[0].pred_face.shape[:2], np.float32)]
         mask = np.clip(np.sum(masks, 0), 0, 1) if masks else np.zeros(frame.shape[:2], np.float32)
-        write_bytes_atomic(merged_dir / f"{path.stem}.png", label_png(encode_image((out * 255 + 0.5).clip(0, 255).astype(np.uint8), ".png")))
-        write_bytes_atomic(mask_dir / f"{path.stem}.png", encode_image((mask * 255 + 0.5).astype(np.uint8), ".png"))
+        write_bytes_atomic(merged_dir / f"{path.stem}.png", label_png(encode_image((out * 255 + 0.5).clip(0, 255).astype(np.uint8), ".png", png_compression=1)))
+        write_bytes_atomic(mask_dir / f"{path.stem}.png", encode_image((mask * 255 + 0.5).astype(np.uint8), ".png", png_compression=1))
         return len(items)
 
     bar = progress(total=len(todo), desc="merge", unit="frame")

@@ -1,0 +1,61 @@
+"""Batch merge speed: frames/s for 720p frames with one face, overlay + rct (DFL on this CPU: 3.95).
+
+Uses a SAEHD liae-ud 128 px model (ae 256, e 64, d 64) with fresh weights (speed does not depend
+on training) on 720p frames built from the carphone video, including PNG writing.
+
+    _internal/venv/bin/python bench/merge.py [--frames 48] [--device auto]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from extract import make_frames  # noqa: E402
+
+from facelab.options import resolve_options  # noqa: E402
+from facelab.stages.extract import ExtractOptions, extract  # noqa: E402
+from facelab.stages.merge import MergeOptions, merge  # noqa: E402
+from facelab.training.options import TrainOptions  # noqa: E402
+from facelab.training.trainer import Trainer  # noqa: E402
+from facelab.workspace import Workspace  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--frames", type=int, default=48)
+    ap.add_argument("--device", default="auto")
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="facelab-bench-merge-"))
+    try:
+        ws = Workspace.at(tmp / "workspace")
+        ws.create_layout()
+        make_frames(ws.frames_dir("dst"), args.frames, "png")
+        extract(ws, ExtractOptions(side="dst", image_size=256))
+        shutil.copytree(ws.aligned_dir("dst"), ws.aligned_dir("src"), dirs_exist_ok=True)
+        opts = resolve_options(TrainOptions, saved={"resolution": 128, "batch_size": 2, "target_iter": 1, "preview": False,
+                                                     "device": args.device, "seed": 1})  # fmt: skip
+        Trainer(ws.model_dir / "bench_SAEHD", opts, ws.aligned_dir("src"), ws.aligned_dir("dst")).run(threading.Event(), lambda s: None)
+        for workers in (2, os.cpu_count() or 2):
+            report = merge(ws, resolve_options(MergeOptions, saved={"device": args.device, "workers": workers, "overwrite": True,
+                                                                    "mask_mode": "learned-prd*dst", "color_transfer": "rct"}))  # fmt: skip
+            print(json.dumps({"bench": "merge", "frame": "1280x720", "faces_per_frame": 1, "mode": "overlay", "color": "rct",
+                              "model": "saehd liae-ud 128", "workers": workers, "frames": report.counts["frames"],
+                              "seconds": round(report.seconds, 2), "frames_per_s": round(report.counts["frames"] / report.seconds, 2),
+                              "device": args.device, "dfl_same_cpu_frames_per_s": 3.95}))  # fmt: skip
+            for p in ws.merged_dir.glob("*.png"):
+                p.unlink()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
