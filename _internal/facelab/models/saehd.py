@@ -179,6 +179,13 @@ class Decoder(nn.Module):
         x, m = self.logits(z)
         return torch.sigmoid(x), torch.sigmoid(m)
 
+    def mask(self, z: torch.Tensor) -> torch.Tensor:
+        """The mask branch alone (sigmoid), for when the face is not needed."""
+        m = z
+        for i in range(self.n_upm):
+            m = getattr(self, f"upscalem{i}")(m)
+        return torch.sigmoid(self.out_convm(m))
+
 
 @dataclass(frozen=True)
 class Architecture:
@@ -265,17 +272,15 @@ class SAEHD(nn.Module):
     def swap(self, dst: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(swapped face, its mask from the src decoder, the dst decoder's mask) for dst crops.
 
-        The encoder runs once; for liae both decoder passes go through as one batch."""
+        The encoder runs once, and the dst path runs only its (small) mask branch."""
         code = self.encoder(dst)
         if self.arch.kind == "df":
             z = self.inter(code)
             face, face_mask = self.decoder_src(z)
-            _, dst_mask = self.decoder_dst(z)
-            return face, face_mask, dst_mask
+            return face, face_mask, self.decoder_dst.mask(z)
         ab = self.inter_AB(code)
-        n = dst.shape[0]
-        faces, masks = self.decoder(torch.cat([torch.cat([ab, ab], 1), torch.cat([self.inter_B(code), ab], 1)], 0))
-        return faces[:n], masks[:n], masks[n:]
+        face, face_mask = self.decoder(torch.cat([ab, ab], 1))
+        return face, face_mask, self.decoder.mask(torch.cat([self.inter_B(code), ab], 1))
 
     def gflop_per_sample(self) -> float:
         """Forward GFLOP (multiply-add = 2) of one sample through encoder, inter and one decoder."""

@@ -161,7 +161,16 @@ def merge(ws: Workspace, opts: MergeOptions) -> Report:
         write_bytes_atomic(mask_dir / f"{path.stem}.png", encode_image((mask * 255 + 0.5).astype(np.uint8), ".png", png_compression=1))
         return len(items)
 
+    def settle(futures: list) -> None:
+        for fut in futures:
+            n_faces = fut.result()
+            counts["frames"] += 1
+            counts["faces"] += n_faces
+            counts["no_face"] += n_faces == 0
+            bar.update(1)
+
     bar = progress(total=len(todo), desc="merge", unit="frame")
+    pending: list = []
     with ThreadPoolExecutor(opts.workers) as pool, torch.no_grad():
         it = iter(todo)
         while chunk := list(islice(it, CHUNK)):
@@ -190,11 +199,9 @@ def merge(ws: Workspace, opts: MergeOptions) -> Report:
                     lm, crop, motion = jobs[j][2][i]
                     jobs[j][2][i] = FaceInput(lm, face_type, res, face[n].transpose(1, 2, 0), face_mask[n, 0], dst_mask[n, 0], crop,
                                               None if xp is None else xp[n], None if xd is None else xd[n], motion)  # fmt: skip
-            for n_faces in pool.map(lambda job: composite(*job), jobs):
-                counts["frames"] += 1
-                counts["faces"] += n_faces
-                counts["no_face"] += n_faces == 0
-                bar.update(1)
+            settle(pending)  # the previous chunk composited while this one ran through the model
+            pending = [pool.submit(composite, *job) for job in jobs]
+        settle(pending)
     bar.close()
     summary = (f"{counts['frames']} frames merged ({counts['faces']} faces, {cfg.mode}, mask {cfg.mask_mode}, "
                f"colour {cfg.color_transfer}) -> {merged_dir}; {counts['no_face']} without a face copied")  # fmt: skip
