@@ -123,3 +123,18 @@ def test_every_mask_mode_and_post_effects(train_workspace, mask_mode):
     plain_cfg = MergeConfig(mask_mode=mask_mode)
     _, plain = merge_face(frame, item, plain_cfg)
     assert (mask > 0).sum() != (plain > 0).sum() or mask_mode in ("full",)  # erode/blur/scale changed the mask
+
+
+def test_contact_sheet_shows_every_colour_transfer(merged_ws, script, tmp_path):
+    from facelab.core.blend import COLOR_MODES
+
+    ws = copy_workspace(merged_ws, tmp_path / "ws")
+    proc = script("7_merge_SAEHD", "--workspace", str(ws.root), "--non-interactive", "--mask-mode", "dst",
+                  "--contact-sheet", "--overwrite")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    sheet = read_image(ws.root / "merge_contact_sheet.png")
+    rows = -(-len(COLOR_MODES) // 3)
+    assert sheet.shape == (rows * 256, 3 * 256, 3)
+    tiles = [sheet[r * 256 + 30 : (r + 1) * 256, c * 256 : (c + 1) * 256] for r in range(rows) for c in range(3)][: len(COLOR_MODES)]
+    # the transfers really differ from each other
+    assert len({round(float(t.mean()), 1) for t in tiles}) >= len(COLOR_MODES) - 2

@@ -239,6 +239,29 @@ register_mode("raw-predict")(lambda face, mask_s, cfg: face.pred_face)
 register_mode("original")(lambda face, mask_s, cfg: face.dst_crop)
 
 
+def contact_sheet(frame: np.ndarray, faces: list[FaceInput], cfg: MergeConfig, zoom_to_face: bool = True) -> np.ndarray:
+    """The frame merged under every colour transfer, side by side with labels (BGR uint8), so
+    the modes can be compared at a glance (DFL#5274)."""
+    from dataclasses import replace as _replace
+
+    tiles = []
+    for name in COLOR_MODES:
+        out = frame
+        for face in faces:
+            out, _ = merge_face(out, face, _replace(cfg, color_transfer=name))
+        img = (np.clip(out, 0, 1) * 255 + 0.5).astype(np.uint8)
+        if zoom_to_face and faces:
+            mat = get_transform_mat(faces[0].landmarks, 256, FaceType.WHOLE_FACE)
+            img = cv2.warpAffine(img, mat, (256, 256), flags=cv2.INTER_CUBIC)
+        img = np.ascontiguousarray(img)
+        cv2.rectangle(img, (0, 0), (img.shape[1], 22), (0, 0, 0), -1)
+        cv2.putText(img, name, (6, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (255, 255, 255), 1, cv2.LINE_AA)
+        tiles.append(img)
+    cols = 3
+    rows = [np.hstack(tiles[i : i + cols] + [np.zeros_like(tiles[0])] * (cols - len(tiles[i : i + cols]))) for i in range(0, len(tiles), cols)]
+    return np.vstack(rows)
+
+
 def motion_of(prev_centre: np.ndarray | None, next_centre: np.ndarray | None) -> tuple[float, float]:
     """DFL's motion estimate from the face centres of the neighbouring frames: (power, angle deg)."""
     if prev_centre is None or next_centre is None:

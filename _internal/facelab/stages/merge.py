@@ -67,6 +67,8 @@ class MergeOptions:
     device: str = option("Device", "auto", ask=False, help="auto, cpu, cuda, cuda:1, mps")
     workers: int = option("Workers", 2, min=1, max=64, ask=False, help="compositing threads")
     overwrite: bool = option("Replace merged frames", False, ask=False, help="replace frames merged with another config")
+    contact_sheet: bool = option("Colour contact sheet", False, ask=False,
+                                 help="also write workspace/merge_contact_sheet.png: the first face under every colour transfer")  # fmt: skip
 
 
 def merge_config(opts: MergeOptions) -> MergeConfig:
@@ -161,6 +163,35 @@ def merge(ws: Workspace, opts: MergeOptions) -> Report:
         write_bytes_atomic(mask_dir / f"{path.stem}.png", encode_image((mask * 255 + 0.5).astype(np.uint8), ".png", png_compression=1))
         return len(items)
 
+    def infer(chunk: list[Path], pool: ThreadPoolExecutor) -> list[tuple[Path, np.ndarray, list[FaceInput]]]:
+        """Read a chunk of frames, cut their faces and run them through the model(s) as one batch."""
+        images = list(pool.map(read_image, chunk))
+        jobs, crops, where = [], [], []
+        for path, img in zip(chunk, images):
+            if img is None:
+                raise UserError(f"{path} cannot be read as an image")
+            items = []
+            k = stems.index(path.stem)
+            motion = motion_of(centres.get(stems[k - 1]) if k else None, centres.get(stems[k + 1]) if k + 1 < len(stems) else None)
+            for lm in faces_by_frame.get(path.stem, []):
+                mat = get_transform_mat(lm, res, face_type)
+                crop = cv2.warpAffine(img, mat, (res, res), flags=cv2.INTER_CUBIC).astype(np.float32) / 255
+                crops.append(crop)
+                where.append((len(jobs), len(items)))
+                items.append([lm, crop, motion])
+            jobs.append((path, img, items))
+        if crops:
+            x = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).to(device)
+            face, face_mask, dst_mask = (t.float().cpu().numpy() for t in net.swap(x))
+            xp = xd = None
+            if xseg is not None:
+                xp, xd = _xseg_masks(xseg, x, torch.from_numpy(face).to(device), res)
+            for n, (j, i) in enumerate(where):
+                lm, crop, motion = jobs[j][2][i]
+                jobs[j][2][i] = FaceInput(lm, face_type, res, face[n].transpose(1, 2, 0), face_mask[n, 0], dst_mask[n, 0], crop,
+                                          None if xp is None else xp[n], None if xd is None else xd[n], motion)  # fmt: skip
+        return jobs
+
     def settle(futures: list) -> None:
         for fut in futures:
             n_faces = fut.result()
@@ -172,33 +203,17 @@ def merge(ws: Workspace, opts: MergeOptions) -> Report:
     bar = progress(total=len(todo), desc="merge", unit="frame")
     pending: list = []
     with ThreadPoolExecutor(opts.workers) as pool, torch.no_grad():
+        if opts.contact_sheet:
+            from facelab.core.blend import contact_sheet
+
+            first = next((f for f in frames if f.stem in faces_by_frame), None)
+            if first is not None:
+                (_, img, items), = infer([first], pool)
+                sheet = contact_sheet(img.astype(np.float32) / 255, items, cfg)
+                write_bytes_atomic(ws.root / "merge_contact_sheet.png", label_png(encode_image(sheet, ".png")))
         it = iter(todo)
         while chunk := list(islice(it, CHUNK)):
-            images = list(pool.map(read_image, chunk))
-            jobs, crops, where = [], [], []
-            for path, img in zip(chunk, images):
-                if img is None:
-                    raise UserError(f"{path} cannot be read as an image")
-                items = []
-                for lm in faces_by_frame.get(path.stem, []):
-                    mat = get_transform_mat(lm, res, face_type)
-                    crop = cv2.warpAffine(img, mat, (res, res), flags=cv2.INTER_CUBIC).astype(np.float32) / 255
-                    crops.append(crop)
-                    where.append((len(jobs), len(items)))
-                    k = stems.index(path.stem)
-                    motion = motion_of(centres.get(stems[k - 1]) if k else None, centres.get(stems[k + 1]) if k + 1 < len(stems) else None)
-                    items.append([lm, crop, motion])
-                jobs.append((path, img, items))
-            if crops:
-                x = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).to(device)
-                face, face_mask, dst_mask = (t.float().cpu().numpy() for t in net.swap(x))
-                xp = xd = None
-                if xseg is not None:
-                    xp, xd = _xseg_masks(xseg, x, torch.from_numpy(face).to(device), res)
-                for n, (j, i) in enumerate(where):
-                    lm, crop, motion = jobs[j][2][i]
-                    jobs[j][2][i] = FaceInput(lm, face_type, res, face[n].transpose(1, 2, 0), face_mask[n, 0], dst_mask[n, 0], crop,
-                                              None if xp is None else xp[n], None if xd is None else xd[n], motion)  # fmt: skip
+            jobs = infer(chunk, pool)
             settle(pending)  # the previous chunk composited while this one ran through the model
             pending = [pool.submit(composite, *job) for job in jobs]
         settle(pending)
@@ -207,6 +222,8 @@ def merge(ws: Workspace, opts: MergeOptions) -> Report:
                f"colour {cfg.color_transfer}) -> {merged_dir}; {counts['no_face']} without a face copied")  # fmt: skip
     if counts["skipped"]:
         summary += f"; {counts['skipped']} already merged"
+    if opts.contact_sheet:
+        summary += f"; colour contact sheet: {ws.root / 'merge_contact_sheet.png'}"
     return Report("merge", summary, time.perf_counter() - started, counts)
 
 
