@@ -34,7 +34,7 @@ def test_sh_twins_are_executable():
         assert os.access(REPO / "scripts" / f"{name}.sh", os.X_OK), name
 
 
-BUILT = {"clear-workspace", "extract-video", "cut-video", "denoise", "video-from-frames", "extract", "sort", "faceset", "train", "import-dfl-model", "xseg", "merge"}
+BUILT = {"clear-workspace", "extract-video", "cut-video", "denoise", "video-from-frames", "extract", "sort", "faceset", "train", "import-dfl-model", "xseg", "merge", "export"}
 NOT_BUILT = [name for name, args in ENTRY_SCRIPTS.items() if args[0] not in BUILT]
 
 

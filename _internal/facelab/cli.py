@@ -54,7 +54,7 @@ class Command:
 
 
 def _commands() -> dict[str, Command]:
-    from facelab.stages import clear, extract, faceset, import_dfl, merge, sort, train, video, xseg
+    from facelab.stages import clear, export, extract, faceset, import_dfl, merge, sort, train, video, xseg
     from facelab.training.options import TrainOptions
 
     built = [
@@ -76,11 +76,11 @@ def _commands() -> dict[str, Command]:
                 import_dfl.ImportOptions, import_dfl.import_dfl_model),
         Command("xseg", "5.XSeg: mask editor, training, apply / remove / remove-labels / fetch", xseg.XSegOptions, xseg.run),
         Command("merge", "7: merge the swapped face into the dst frames (batch)", merge.MergeOptions, merge.merge),
+        Command("export", "6: export a trained model to ONNX / DeepFaceLive .dfm", export.ExportOptions, export.export),
         Command("video-from-frames", "8: data_dst/merged frames -> result.mp4 / .mov with data_dst's audio",
                 video.MergedVideoOptions, video.video_from_frames),
     ]  # fmt: skip
     not_built = [
-        Command("export", "6: export a trained model to ONNX / .dfm"),
     ]
     return {c.name: c for c in built + not_built}
 

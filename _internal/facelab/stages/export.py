@@ -1,0 +1,112 @@
+"""Script 6_export_SAEHD_onnx: a trained model to ONNX with DeepFaceLive's `.dfm` contract (dfl-spec §13).
+
+- SAEHD / Quick96 -> `workspace/model/<name>_<Model>.dfm` (plain ONNX): input `in_face:0` float32
+  N x R x R x 3 BGR [0, 1]; outputs `out_face_mask:0` (dst-decoder mask, N x R x R x 1),
+  `out_celeb_face:0` (swapped face, N x R x R x 3), `out_celeb_face_mask:0` (src-decoder mask).
+  Unlike DFL, the face type and resolution are written into the ONNX metadata (with the
+  synthetic-media label), so a consumer need not guess the framing.
+- XSeg -> `workspace/model/XSeg/XSeg_model.onnx`: `in_face:0` -> `out_mask:0` (N x R x R x 1).
+Each export is checked with onnxruntime against the PyTorch model (max difference reported).
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from facelab.errors import UserError
+from facelab.labels import SYNTHETIC_TAGS
+from facelab.options import option
+from facelab.report import Report
+from facelab.workspace import Workspace
+
+OPSET = 17
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    model: str = option("Model", "saehd", choices=("saehd", "quick96", "xseg"), ask=False, help="which model to export")
+    model_name: str = option("Model name", "", ask=False, help="default: the most recently trained one")
+
+
+class DFMWrapper(nn.Module):
+    """NHWC BGR in, DeepFaceLive's three outputs (NHWC) out."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, in_face: torch.Tensor):  # noqa: ANN201
+        face, face_mask, dst_mask = self.model.swap(in_face.permute(0, 3, 1, 2))
+        nhwc = lambda t: t.permute(0, 2, 3, 1)  # noqa: E731
+        return nhwc(dst_mask), nhwc(face), nhwc(face_mask)
+
+
+class XSegWrapper(nn.Module):
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, in_face: torch.Tensor) -> torch.Tensor:
+        m = torch.sigmoid(self.model(in_face.permute(0, 3, 1, 2))).clamp(0, 1)
+        return m.permute(0, 2, 3, 1)
+
+
+def export_onnx(module: nn.Module, res: int, path: Path, outputs: list[str], metadata: dict[str, str]) -> float:
+    """Export, add metadata, verify with onnxruntime; returns the max |onnx - torch| difference."""
+    import onnx
+    import onnxruntime as ort
+
+    module = module.eval().float()
+    x = torch.rand(2, res, res, 3)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, (x,), str(tmp), input_names=["in_face:0"], output_names=outputs, opset_version=OPSET,
+                          dynamic_axes={"in_face:0": {0: "batch"}, **{o: {0: "batch"} for o in outputs}}, dynamo=False)  # fmt: skip
+    proto = onnx.load(str(tmp))
+    for out in proto.graph.output:  # only the batch is dynamic; the exporter leaves H and W symbolic
+        dims = out.type.tensor_type.shape.dim
+        dims[1].dim_value, dims[2].dim_value = res, res
+    for key, value in metadata.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, str(value)
+    onnx.save(proto, str(tmp))
+    session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
+    got = session.run(None, {"in_face:0": x.numpy()})
+    with torch.no_grad():
+        want = module(x)
+    want = want if isinstance(want, tuple) else (want,)
+    diff = max(float(np.abs(g - w.numpy()).max()) for g, w in zip(got, want))
+    tmp.replace(path)
+    return diff
+
+
+def export(ws: Workspace, opts: ExportOptions) -> Report:
+    started = time.perf_counter()
+    ws.require()
+    meta = {"producer": "FaceLab", **SYNTHETIC_TAGS}
+    if opts.model == "xseg":
+        from facelab.stages.xseg import load_xseg, model_dir
+
+        net, face_type, res, _ = load_xseg(ws, "cpu")
+        path = model_dir(ws) / "XSeg_model.onnx"
+        diff = export_onnx(XSegWrapper(net), res, path, ["out_mask:0"], {**meta, "face_type": face_type.dfl_name,
+                           "resolution": str(res)})  # fmt: skip
+    else:
+        from facelab.stages.merge import load_model
+
+        net, face_type, res, iteration, _, folder = load_model(ws, opts.model, opts.model_name, "cpu")
+        path = folder.parent / f"{folder.name}.dfm"
+        diff = export_onnx(DFMWrapper(net), res, path, ["out_face_mask:0", "out_celeb_face:0", "out_celeb_face_mask:0"],
+                           {**meta, "face_type": face_type.dfl_name, "resolution": str(res), "iteration": str(iteration)})  # fmt: skip
+    if diff > 1e-4:
+        raise UserError(f"the exported {path.name} differs from the model by {diff:.2g}: please report this")
+    return Report("export", f"{path} ({path.stat().st_size / 1e6:.1f} MB); onnxruntime matches PyTorch within {diff:.1e}",
+                  time.perf_counter() - started, {"max_diff": diff})  # fmt: skip
