@@ -71,9 +71,11 @@ def export_onnx(module: nn.Module, res: int, path: Path, outputs: list[str], met
         torch.onnx.export(module, (x,), str(tmp), input_names=["in_face:0"], output_names=outputs, opset_version=OPSET,
                           dynamic_axes={"in_face:0": {0: "batch"}, **{o: {0: "batch"} for o in outputs}}, dynamo=False)  # fmt: skip
     proto = onnx.load(str(tmp))
-    for out in proto.graph.output:  # only the batch is dynamic; the exporter leaves H and W symbolic
+    with torch.no_grad():
+        channels = [t.shape[-1] for t in (lambda o: o if isinstance(o, tuple) else (o,))(module(x))]
+    for out, ch in zip(proto.graph.output, channels):  # only the batch is dynamic; the exporter left the rest symbolic
         dims = out.type.tensor_type.shape.dim
-        dims[1].dim_value, dims[2].dim_value = res, res
+        dims[1].dim_value, dims[2].dim_value, dims[3].dim_value = res, res, ch
     for key, value in metadata.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, str(value)
