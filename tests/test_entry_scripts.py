@@ -34,18 +34,6 @@ def test_sh_twins_are_executable():
         assert os.access(REPO / "scripts" / f"{name}.sh", os.X_OK), name
 
 
-BUILT = {"clear-workspace", "extract-video", "cut-video", "denoise", "video-from-frames", "extract", "sort", "faceset", "train", "import-dfl-model", "xseg", "merge", "export"}
-NOT_BUILT = [name for name, args in ENTRY_SCRIPTS.items() if args[0] not in BUILT]
-
-
-@pytest.mark.parametrize("name", NOT_BUILT)
-def test_scripts_of_stages_not_built_say_so_in_one_line(name, ws, script):
-    proc = script(name, "--workspace", str(ws.root), "--non-interactive")
-    assert proc.returncode == 2
-    assert proc.stderr.count("\n") == 1 and "is not built yet" in proc.stderr
-    assert "Traceback" not in proc.stderr
-
-
 @pytest.mark.parametrize("name", [n for n in ENTRY_SCRIPTS if "_util_" in n or n.endswith("_sort")])
 def test_faceset_scripts_on_an_empty_faceset_say_so(name, ws, script):
     proc = script(name, "--workspace", str(ws.root), "--non-interactive")

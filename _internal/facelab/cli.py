@@ -54,10 +54,11 @@ class Command:
 
 
 def _commands() -> dict[str, Command]:
-    from facelab.stages import clear, export, extract, faceset, import_dfl, merge, sort, train, video, xseg
+    from facelab.stages import clear, demo, export, extract, faceset, import_dfl, merge, sort, train, video, xseg
     from facelab.training.options import TrainOptions
 
     built = [
+        Command("demo", "0: the whole pipeline on real demo media, headless, into the workspace", demo.DemoOptions, demo.demo),
         Command("clear-workspace", "1: delete everything in the workspace and recreate its folders",
                 clear.ClearOptions, clear.clear_workspace),
         Command("extract-video", "2/3: extract frames from data_src.* or data_dst.*",

@@ -28,6 +28,7 @@ _UTILS = {
 }
 
 ENTRY_SCRIPTS: dict[str, list[str]] = {
+    "0_demo": ["demo"],
     "1_clear_workspace": ["clear-workspace"],
     "2_extract_images_src": ["extract-video", "--side", "src"],
     "3_extract_images_dst": ["extract-video", "--side", "dst"],
