@@ -11,7 +11,6 @@ import pytest
 import torch
 
 from conftest import copy_workspace
-from facelab import cli
 from facelab.core.landmarks import FaceType
 from facelab.core.masks import polygons_mask
 from facelab.io.faceimage import XSegPolygon, read_meta, write_meta
