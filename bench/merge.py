@@ -21,7 +21,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from extract import make_frames  # noqa: E402
 
+from facelab.nn.device import resolve_device  # noqa: E402
 from facelab.options import resolve_options  # noqa: E402
+from facelab.stages.export import ExportOptions, export  # noqa: E402
 from facelab.stages.extract import ExtractOptions, extract  # noqa: E402
 from facelab.stages.merge import MergeOptions, merge  # noqa: E402
 from facelab.training.options import TrainOptions  # noqa: E402
@@ -44,13 +46,16 @@ def main() -> None:
         opts = resolve_options(TrainOptions, saved={"resolution": 128, "batch_size": 2, "target_iter": 1, "preview": False,
                                                      "device": args.device, "seed": 1})  # fmt: skip
         Trainer(ws.model_dir / "bench_SAEHD", opts, ws.aligned_dir("src"), ws.aligned_dir("dst")).run(threading.Event(), lambda s: None)
-        for workers in (2, os.cpu_count() or 2):
-            report = merge(ws, resolve_options(MergeOptions, saved={"device": args.device, "workers": workers, "overwrite": True,
+        export(ws, ExportOptions())
+        runs = [(w, "") for w in sorted({2, os.cpu_count() or 2})] + [(2, str(ws.model_dir / "bench_SAEHD.dfm"))]
+        for workers, onnx in runs:
+            report = merge(ws, resolve_options(MergeOptions, saved={"device": args.device, "workers": workers, "overwrite": True, "onnx": onnx,
                                                                     "mask_mode": "learned-prd*dst", "color_transfer": "rct"}))  # fmt: skip
             print(json.dumps({"bench": "merge", "frame": "1280x720", "faces_per_frame": 1, "mode": "overlay", "color": "rct",
-                              "model": "saehd liae-ud 128", "workers": workers, "frames": report.counts["frames"],
-                              "seconds": round(report.seconds, 2), "frames_per_s": round(report.counts["frames"] / report.seconds, 2),
-                              "device": args.device, "dfl_same_cpu_frames_per_s": 3.95}))  # fmt: skip
+                              "model": "saehd liae-ud 128" + (" .dfm (onnxruntime)" if onnx else ""), "workers": workers,
+                              "frames": report.counts["frames"], "seconds": round(report.seconds, 2),
+                              "frames_per_s": round(report.counts["frames"] / report.seconds, 2),
+                              "device": "cpu (onnxruntime)" if onnx else str(resolve_device(args.device)), "dfl_same_cpu_frames_per_s": 3.95}))  # fmt: skip
             for p in ws.merged_dir.glob("*.png"):
                 p.unlink()
     finally:

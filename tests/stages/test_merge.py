@@ -71,6 +71,35 @@ def test_resume_config_guard_and_frames_without_faces(merged_ws, script, tmp_pat
     assert cv2.imread(str(ws.merged_mask_dir / "00007.png"), cv2.IMREAD_GRAYSCALE).max() == 0
 
 
+def test_merge_with_an_exported_dfm_matches_the_pytorch_model(merged_ws, script, tmp_path):
+    """Issue 9: the merger runs a .dfm through onnxruntime and writes what the PyTorch model writes."""
+    ws = copy_workspace(merged_ws, tmp_path / "ws")
+    args = ("--workspace", str(ws.root), "--non-interactive")
+    for frame in list_images(ws.frames_dir("dst"))[24:]:
+        frame.unlink()
+    assert script("6_export_SAEHD_onnx", *args).returncode == 0
+    dfm = ws.model_dir / "new_SAEHD.dfm"
+    assert script("7_merge_SAEHD", *args, "--overwrite").returncode == 0  # learned masks: the model's outputs matter
+    by_torch = {p.stem: read_image(p).astype(int) for p in list_images(ws.merged_dir)}
+    proc = script("7_merge_SAEHD", *args, "--onnx", str(dfm))
+    assert proc.returncode == 2 and "--overwrite" in proc.stderr  # another model: the guard asks first
+    proc = script("7_merge_SAEHD", *args, "--onnx", str(dfm), "--overwrite")
+    assert proc.returncode == 0, proc.stderr
+    assert "24 frames merged (24 faces" in proc.stdout and "new_SAEHD.dfm via onnxruntime (CPUExecutionProvider)" in proc.stdout
+    changed = 0
+    for stem, want in by_torch.items():
+        got = read_image(ws.merged_dir / f"{stem}.png").astype(int)
+        diff = np.abs(got - want)
+        assert diff.max() <= 3 and (diff > 1).mean() < 1e-3, stem
+        changed += int((got != read_image(ws.frames_dir("dst") / f"{stem}.png")).any())
+    assert changed == 24
+    proc = script("7_merge_SAEHD", *args, "--onnx", str(ws.root / "missing.dfm"), "--overwrite")
+    assert proc.returncode == 2 and "missing.dfm does not exist" in proc.stderr and "Traceback" not in proc.stderr
+    (ws.root / "bad.dfm").write_bytes(b"not onnx")
+    proc = script("7_merge_SAEHD", *args, "--onnx", str(ws.root / "bad.dfm"), "--overwrite")
+    assert proc.returncode == 2 and "cannot be loaded as an ONNX model" in proc.stderr
+
+
 def test_script_8_turns_merged_frames_into_a_labelled_video(merged_ws, script):
     from facelab.io.ffmpeg import probe
     from facelab.labels import is_labelled

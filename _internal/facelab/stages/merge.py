@@ -45,6 +45,9 @@ CHUNK = 8
 class MergeOptions:
     model: str = option("Model", "saehd", choices=("saehd", "quick96"), ask=False, help="which kind of model")
     model_name: str = option("Model name", "", ask=False, help="default: the most recently trained model")
+    onnx: str = option("ONNX model", "", ask=False,
+                       help="merge with an exported .dfm / .onnx through onnxruntime (CUDA with onnxruntime-gpu) instead")  # fmt: skip
+    face_type: str = option("Face type", "", ask=False, help="of an --onnx model without it in its metadata (DFL's .dfm): wf, f, h, mf, head")
     interactive: bool = option("Use interactive merger", False, ask=False, help="the interactive window (not built yet)")
     mode: str = option("Mode", "overlay", choices=tuple(list_modes()),
                        help="overlay, hist-match, seamless, seamless-hist-match, raw-rgb, raw-predict, original")  # fmt: skip
@@ -115,9 +118,18 @@ def merge(ws: Workspace, opts: MergeOptions) -> Report:
     frames = list_images(ws.frames_dir("dst"))
     if not frames:
         raise UserError(f"{ws.frames_dir('dst')} has no frames: run 3_extract_images_dst first")
-    net, face_type, res, iteration, device, folder = load_model(ws, opts.model, opts.model_name, opts.device)
+    if opts.onnx:
+        from facelab.models.dfm import DFMModel
+        from facelab.nn.device import resolve_device
+
+        net = DFMModel(Path(opts.onnx), opts.face_type, opts.device)
+        face_type, res, iteration, device, folder = net.face_type, net.resolution, net.iteration, torch.device("cpu"), Path(opts.onnx)
+        if xseg_wanted(opts.mask_mode):
+            device = torch.device(resolve_device(opts.device))
+    else:
+        net, face_type, res, iteration, device, folder = load_model(ws, opts.model, opts.model_name, opts.device)
     xseg = None
-    if opts.mask_mode.startswith("xseg") or opts.mask_mode == "all":
+    if xseg_wanted(opts.mask_mode):
         from facelab.stages.xseg import load_xseg
 
         xseg = load_xseg(ws, opts.device)
@@ -219,12 +231,18 @@ def merge(ws: Workspace, opts: MergeOptions) -> Report:
         settle(pending)
     bar.close()
     summary = (f"{counts['frames']} frames merged ({counts['faces']} faces, {cfg.mode}, mask {cfg.mask_mode}, "
-               f"colour {cfg.color_transfer}) -> {merged_dir}; {counts['no_face']} without a face copied")  # fmt: skip
+               f"colour {cfg.color_transfer}) with {folder.name}"
+               + (f" via onnxruntime ({net.providers[0]})" if opts.onnx else f" at iteration {iteration}")
+               + f" -> {merged_dir}; {counts['no_face']} without a face copied")  # fmt: skip
     if counts["skipped"]:
         summary += f"; {counts['skipped']} already merged"
     if opts.contact_sheet:
         summary += f"; colour contact sheet: {ws.root / 'merge_contact_sheet.png'}"
     return Report("merge", summary, time.perf_counter() - started, counts)
+
+
+def xseg_wanted(mask_mode: str) -> bool:
+    return mask_mode.startswith("xseg") or mask_mode == "all"
 
 
 def _centre(landmarks: np.ndarray, face_type: FaceType) -> np.ndarray:
