@@ -12,8 +12,10 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import sys
 import tempfile
+import time
 import threading
 from pathlib import Path
 
@@ -58,8 +60,36 @@ def main() -> None:
                               "device": "cpu (onnxruntime)" if onnx else str(resolve_device(args.device)), "dfl_same_cpu_frames_per_s": 3.95}))  # fmt: skip
             for p in ws.merged_dir.glob("*.png"):
                 p.unlink()
+        window_timing(ws, args.device)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def window_timing(ws: Workspace, device: str) -> None:
+    """The merger window's wait per key press: the first showing of a frame runs the model, later
+    key presses only re-composite. Measured through the stage's own render callback."""
+    from dataclasses import replace
+
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # no window is shown; the stage only checks one could be
+    from facelab.ui import merger
+
+    times: dict[str, list[float]] = {"first": [], "key": []}
+
+    def fake_window(stems, configs, render, default, index=0):  # noqa: ANN001, ANN202
+        for i in range(3):
+            t = time.perf_counter()
+            render(i, default)
+            times["first"].append(time.perf_counter() - t)
+            for cfg in (replace(default, erode=20), replace(default, mode="hist-match"), replace(default, color_transfer="lct")):
+                t = time.perf_counter()
+                render(i, cfg)
+                times["key"].append(time.perf_counter() - t)
+        return False, 0
+
+    merger.run_merger_window = fake_window
+    merge(ws, resolve_options(MergeOptions, saved={"device": device, "interactive": True, "session": False}))
+    print(json.dumps({"bench": "merge-window", "frame": "1280x720", "first_show_ms": round(1000 * statistics.median(times["first"])),
+                      "key_press_ms": round(1000 * statistics.median(times["key"])), "device": str(resolve_device(device))}))  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -3,6 +3,8 @@ compositing mode on one face."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import shutil
 
 import cv2
@@ -167,3 +169,56 @@ def test_contact_sheet_shows_every_colour_transfer(merged_ws, script, tmp_path):
     tiles = [sheet[r * 256 + 30 : (r + 1) * 256, c * 256 : (c + 1) * 256] for r in range(rows) for c in range(3)][: len(COLOR_MODES)]
     # the transfers really differ from each other
     assert len({round(float(t.mean()), 1) for t in tiles}) >= len(COLOR_MODES) - 2
+
+
+def test_interactive_merger_window_configs_per_frame_and_session(merged_ws, tmp_path, monkeypatch):
+    """Script 7 with --interactive: the window (driven by real key events) sets a config per frame;
+    Esc saves the session and merges every frame with its own config; reopening restores it."""
+    pytest.importorskip("PySide6")
+    from PySide6.QtCore import Qt
+    from PySide6.QtTest import QTest
+    from PySide6.QtWidgets import QApplication
+
+    from facelab.options import resolve_options
+    from facelab.stages.merge import MergeOptions, merge
+    from facelab.ui import merger
+
+    ws = copy_workspace(merged_ws, tmp_path / "ws")
+    for frame in list_images(ws.frames_dir("dst"))[6:]:
+        frame.unlink()
+    stems = [p.stem for p in list_images(ws.frames_dir("dst"))]
+    seen = {}
+
+    def driver(keys):
+        def run(stems, configs, render, default, index=0):
+            QApplication.instance() or QApplication([])
+            w = merger.MergerWindow(stems, configs, render, default, index)
+            w.show()
+            seen.update(start=w.index, configs=dict(configs))
+            for key in keys:
+                QTest.keyClick(w, key) if key != "close" else w.close()
+            seen["frame0"] = render(0, w.config(0))[0]
+            return w.done, w.index
+
+        return run
+
+    opts = resolve_options(MergeOptions, saved={"interactive": True, "mask_mode": "dst"})
+    K = Qt.Key
+    monkeypatch.setattr(merger, "run_merger_window", driver([K.Key_2, K.Key_Period, K.Key_Period, K.Key_1, K.Key_Escape]))
+    report = merge(ws, opts)
+    assert "6 frames merged" in report.line()
+    session = json.loads((ws.model_dir / "new_SAEHD" / "merger_session.json").read_text())
+    modes = [session["frames"][stem]["mode"] for stem in stems]
+    assert modes == ["hist-match", "hist-match", "overlay", "overlay", "overlay", "overlay"] and session["index"] == 2
+    # the frame shown is the frame written (up to float noise: the model ran on 1 frame there, on 6 here)
+    shown = lambda: np.abs(read_image(ws.merged_dir / f"{stems[0]}.png").astype(int) - seen["frame0"])  # noqa: E731
+    assert shown().max() <= 1 and (shown() > 0).mean() < 1e-3
+    merge(ws, dataclasses.replace(opts, interactive=False, overwrite=True))  # every frame overlay
+    assert (shown() > 3).sum() > 100  # frame 0 in hist-match differs from overlay
+
+    monkeypatch.setattr(merger, "run_merger_window", driver([K.Key_Escape]))
+    merge(ws, opts)
+    assert seen["start"] == 2 and seen["configs"][stems[1]].mode == "hist-match"  # reopened where it was left
+    assert shown().max() <= 1 and (shown() > 0).mean() < 1e-3
+    monkeypatch.setattr(merger, "run_merger_window", driver(["close"]))
+    assert "nothing merged" in merge(ws, opts).line()

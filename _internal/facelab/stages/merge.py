@@ -8,7 +8,9 @@ copied with an empty mask. Every merged PNG carries the synthetic-media label (A
 Resumable: `merged/.facelab_merge.json` records the config and model iteration; a re-run with the
 same ones continues, other ones ask before replacing (`--overwrite` headless).
 
-The interactive merger window (DFL's key map) is not built yet: `--interactive` says so.
+`--interactive` opens the merger window first (`ui/merger.py`, DFL's keys): each frame gets its own
+config, saved with the window's place in `<model folder>/merger_session.json` on Esc or close and
+offered next time; Esc then merges every frame with its config.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from facelab.labels import label_png
 from facelab.log import progress
 from facelab.options import option
 from facelab.report import Report
+from facelab.ui import can_show_windows
 from facelab.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -48,7 +51,8 @@ class MergeOptions:
     onnx: str = option("ONNX model", "", ask=False,
                        help="merge with an exported .dfm / .onnx through onnxruntime (CUDA with onnxruntime-gpu) instead")  # fmt: skip
     face_type: str = option("Face type", "", ask=False, help="of an --onnx model without it in its metadata (DFL's .dfm): wf, f, h, mf, head")
-    interactive: bool = option("Use interactive merger", False, ask=False, help="the interactive window (not built yet)")
+    interactive: bool = option("Use interactive merger", False, ask=lambda v: can_show_windows(), help="the merger window: DFL's keys, a config per frame")
+    session: bool = option("Use saved merger session", True, ask=False, help="reopen the window where it was left (--no-session: start afresh)")
     mode: str = option("Mode", "overlay", choices=tuple(list_modes()),
                        help="overlay, hist-match, seamless, seamless-hist-match, raw-rgb, raw-predict, original")  # fmt: skip
     mask_mode: str = option("Mask mode", "learned-prd*dst", choices=MASK_MODES,
@@ -113,7 +117,8 @@ def merge(ws: Workspace, opts: MergeOptions) -> Report:
     started = time.perf_counter()
     ws.require()
     if opts.interactive:
-        raise UserError("the interactive merger window is not built yet: run without --interactive (batch merge)")
+        if not can_show_windows():
+            raise UserError("the merger window needs a display: run without --interactive (batch merge) on this machine")
     cfg = merge_config(opts)
     frames = list_images(ws.frames_dir("dst"))
     if not frames:
@@ -143,36 +148,24 @@ def merge(ws: Workspace, opts: MergeOptions) -> Report:
     merged_dir, mask_dir = ws.merged_dir, ws.merged_mask_dir
     merged_dir.mkdir(parents=True, exist_ok=True)
     mask_dir.mkdir(parents=True, exist_ok=True)
-    session = {"config": asdict(cfg), "model": folder.name, "iteration": iteration}
-    session_path = merged_dir / SESSION
-    try:
-        previous = json.loads(session_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        previous = None
-    existing = list_images(merged_dir)
-    same = previous == session
-    if existing and not same and not opts.overwrite:
-        raise ConfirmationNeeded(f"{merged_dir} holds {len(existing)} frames merged with another config or model, which will be replaced", "overwrite")
-    if not same:
-        for p in existing + list_images(mask_dir):
-            p.unlink()
-    write_text_atomic(session_path, json.dumps(session, indent=1))
-    done = {p.stem for p in list_images(merged_dir)} & {p.stem for p in list_images(mask_dir)}
-    todo = [f for f in frames if f.stem not in done]
     centres = {stem: _centre(lms[0], face_type) for stem, lms in faces_by_frame.items()}
     stems = [f.stem for f in frames]
-    counts = {"frames": 0, "faces": 0, "no_face": 0, "skipped": len(frames) - len(todo)}
 
-    def composite(path: Path, frame: np.ndarray, items: list[FaceInput]) -> int:
+    def compose(frame: np.ndarray, items: list[FaceInput], c: MergeConfig) -> tuple[np.ndarray, np.ndarray]:
+        """(merged frame, mask) as uint8."""
         out, masks = frame.astype(np.float32) / 255, []
         for item in items:
-            out, m = merge_face(out, item, cfg)
+            out, m = merge_face(out, item, c)
             masks.append(m)
-        if cfg.mode == "raw-predict" and items:
+        if c.mode == "raw-predict" and items:
             out, masks = items[0].pred_face, [np.ones(items[0].pred_face.shape[:2], np.float32)]
         mask = np.clip(np.sum(masks, 0), 0, 1) if masks else np.zeros(frame.shape[:2], np.float32)
-        write_bytes_atomic(merged_dir / f"{path.stem}.png", label_png(encode_image((out * 255 + 0.5).clip(0, 255).astype(np.uint8), ".png", png_compression=1)))
-        write_bytes_atomic(mask_dir / f"{path.stem}.png", encode_image((mask * 255 + 0.5).astype(np.uint8), ".png", png_compression=1))
+        return (out * 255 + 0.5).clip(0, 255).astype(np.uint8), (mask * 255 + 0.5).astype(np.uint8)
+
+    def composite(path: Path, frame: np.ndarray, items: list[FaceInput]) -> int:
+        out, mask = compose(frame, items, per_frame.get(path.stem, cfg))
+        write_bytes_atomic(merged_dir / f"{path.stem}.png", label_png(encode_image(out, ".png", png_compression=1)))
+        write_bytes_atomic(mask_dir / f"{path.stem}.png", encode_image(mask, ".png", png_compression=1))
         return len(items)
 
     def infer(chunk: list[Path], pool: ThreadPoolExecutor) -> list[tuple[Path, np.ndarray, list[FaceInput]]]:
@@ -212,6 +205,31 @@ def merge(ws: Workspace, opts: MergeOptions) -> Report:
             counts["no_face"] += n_faces == 0
             bar.update(1)
 
+    per_frame: dict[str, MergeConfig] = {}
+    if opts.interactive:
+        per_frame, finished = _interactive(opts, cfg, frames, folder, iteration, infer, compose)
+        if not finished:
+            return Report("merge", f"merger window closed: session saved to {_session_file(folder)}; nothing merged "
+                          "(run again to go on, Esc in the window merges every frame)", time.perf_counter() - started)  # fmt: skip
+    session = {"config": asdict(cfg), "model": folder.name, "iteration": iteration}
+    if per_frame:
+        session["frames"] = {stem: asdict(c) for stem, c in per_frame.items() if c != cfg}
+    session_path = merged_dir / SESSION
+    try:
+        previous = json.loads(session_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        previous = None
+    existing = list_images(merged_dir)
+    same = previous == session
+    if existing and not same and not opts.overwrite and not opts.interactive:  # the window's session keeps its work
+        raise ConfirmationNeeded(f"{merged_dir} holds {len(existing)} frames merged with another config or model, which will be replaced", "overwrite")
+    if not same:
+        for p in existing + list_images(mask_dir):
+            p.unlink()
+    write_text_atomic(session_path, json.dumps(session, indent=1))
+    done = {p.stem for p in list_images(merged_dir)} & {p.stem for p in list_images(mask_dir)}
+    todo = [f for f in frames if f.stem not in done]
+    counts = {"frames": 0, "faces": 0, "no_face": 0, "skipped": len(frames) - len(todo)}
     bar = progress(total=len(todo), desc="merge", unit="frame")
     pending: list = []
     with ThreadPoolExecutor(opts.workers) as pool, torch.no_grad():
@@ -239,6 +257,52 @@ def merge(ws: Workspace, opts: MergeOptions) -> Report:
     if opts.contact_sheet:
         summary += f"; colour contact sheet: {ws.root / 'merge_contact_sheet.png'}"
     return Report("merge", summary, time.perf_counter() - started, counts)
+
+
+def _session_file(folder: Path) -> Path:
+    """The window's session: in the model folder (next to an exported .dfm for --onnx)."""
+    return folder / "merger_session.json" if folder.is_dir() else folder.with_name(f"{folder.name}.merger_session.json")
+
+
+def _interactive(opts: MergeOptions, cfg: MergeConfig, frames: list[Path], folder: Path, iteration: int, infer, compose,  # noqa: ANN001
+                 ) -> tuple[dict[str, MergeConfig], bool]:  # fmt: skip
+    """Run the window; returns (a config for every frame, whether the user asked to merge)."""
+    from facelab.ui.merger import run_merger_window
+
+    path = _session_file(folder)
+    configs: dict[str, MergeConfig] = {}
+    index = 0
+    if opts.session and path.exists():
+        try:
+            saved = json.loads(path.read_text(encoding="utf-8"))
+            configs = {stem: MergeConfig(**c) for stem, c in saved["frames"].items()}
+            index = int(saved.get("index", 0))
+            log.info("merger session from %s: %d frame configs, at frame %d", path, len(configs), index + 1)
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            log.warning("ignoring the merger session %s (%s)", path, e)
+            configs, index = {}, 0
+    cache: dict[int, tuple[np.ndarray, list]] = {}
+
+    def render(i: int, c: MergeConfig) -> tuple[np.ndarray, np.ndarray]:
+        if i not in cache:
+            if len(cache) > 8:
+                cache.pop(next(iter(cache)))
+            with ThreadPoolExecutor(1) as pool:
+                import torch
+
+                with torch.no_grad():
+                    (_, img, items), = infer([frames[i]], pool)
+            cache[i] = (img, items)
+        return compose(*cache[i], c)
+
+    stems = [f.stem for f in frames]
+    finished, index = run_merger_window(stems, configs, render, cfg, index)
+    last = cfg
+    for stem in stems:  # frames never shown take the config of the frame before them, as in the window
+        last = configs.setdefault(stem, last)
+    write_text_atomic(path, json.dumps({"model": folder.name, "iteration": iteration, "index": index,
+                                        "frames": {stem: asdict(c) for stem, c in configs.items()}}, indent=1))  # fmt: skip
+    return configs, finished
 
 
 def xseg_wanted(mask_mode: str) -> bool:

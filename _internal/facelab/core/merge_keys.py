@@ -1,0 +1,71 @@
+"""DFL's interactive-merger key map (dfl-spec §11) as data: a key press -> a new MergeConfig.
+
+Pure: the Qt window (`ui/merger.py`) only turns key events into `apply_key(cfg, key, shift)`.
+Shift multiplies a step by 5, as in DFL. Navigation keys (`,` `.` `m` `/` Tab Esc `-` `=` `v`) are
+the window's own and are not here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from facelab.core.blend import COLOR_MODES, MASK_MODES, SHARPEN_MODES, MergeConfig
+
+MODE_KEYS = {"`": "original", "1": "overlay", "2": "hist-match", "3": "seamless", "4": "seamless-hist-match",
+             "5": "raw-rgb", "6": "raw-predict"}  # fmt: skip
+# key: (field, step, low, high)
+STEP_KEYS = {
+    "q": ("hist_match_threshold", 1, 0, 255), "a": ("hist_match_threshold", -1, 0, 255),
+    "w": ("erode", 1, -400, 400), "s": ("erode", -1, -400, 400),
+    "e": ("blur", 1, 0, 400), "d": ("blur", -1, 0, 400),
+    "r": ("motion_blur_power", 1, 0, 100), "f": ("motion_blur_power", -1, 0, 100),
+    "y": ("blursharpen_amount", 1, -100, 100), "h": ("blursharpen_amount", -1, -100, 100),
+    "u": ("output_face_scale", 1, -50, 50), "j": ("output_face_scale", -1, -50, 50),
+    "i": ("image_denoise_power", 1, 0, 500), "k": ("image_denoise_power", -1, 0, 500),
+    "o": ("bicubic_degrade_power", 1, 0, 100), "l": ("bicubic_degrade_power", -1, 0, 100),
+    "p": ("color_degrade_power", 1, 0, 100), ";": ("color_degrade_power", -1, 0, 100),
+}  # fmt: skip
+CYCLE_KEYS = {"x": ("mask_mode", MASK_MODES), "c": ("color_transfer", COLOR_MODES), "n": ("sharpen_mode", SHARPEN_MODES)}
+SHIFTED = {":": ";", "~": "`", "!": "1", "@": "2", "#": "3", "$": "4", "%": "5", "^": "6"}  # US layout: the shifted character
+
+HELP = [
+    ("` 1-6", "mode: original, overlay, hist-match, seamless, seamless-hist-match, raw-rgb, raw-predict", "mode"),
+    ("x", "mask mode", "mask_mode"), ("c", "colour transfer", "color_transfer"),
+    ("w / s", "erode mask + / - (negative grows it)", "erode"), ("e / d", "blur mask + / -", "blur"),
+    ("r / f", "motion blur + / -", "motion_blur_power"), ("u / j", "output face scale + / -", "output_face_scale"),
+    ("n", "sharpen mode", "sharpen_mode"), ("y / h", "sharpen + / blur -", "blursharpen_amount"),
+    ("q / a", "hist match threshold + / -", "hist_match_threshold"), ("z", "masked hist match", "masked_hist_match"),
+    ("i / k", "image denoise + / -", "image_denoise_power"), ("o / l", "bicubic degrade + / -", "bicubic_degrade_power"),
+    ("p / ; / :", "colour degrade +1 / -1 / -5", "color_degrade_power"),
+    (", / .", "previous / next frame (Shift: first / last)", None),
+    ("m", "previous frame, taking this config (Shift: back to the first)", None),
+    ("/", "next frame, forcing this config on it (Shift: on every frame after)", None),
+    ("- / =", "zoom out / in", None), ("v", "show the mask", None), ("Tab", "this help", None),
+    ("Esc", "save the session and merge every frame with its config", None),
+]  # fmt: skip
+
+
+def apply_key(cfg: MergeConfig, key: str, shift: bool = False) -> MergeConfig:
+    """The config after pressing `key` (one character; Shift held: `shift`). Unknown keys change nothing."""
+    if key in SHIFTED:
+        key, shift = SHIFTED[key], True
+    key = key.lower()
+    if key in MODE_KEYS:
+        return replace(cfg, mode=MODE_KEYS[key])
+    if key == ";" and shift:
+        return replace(cfg, color_degrade_power=max(0, cfg.color_degrade_power - 5))
+    if key in STEP_KEYS:
+        field, step, low, high = STEP_KEYS[key]
+        value = getattr(cfg, field) + step * (5 if shift else 1)
+        return replace(cfg, **{field: min(high, max(low, value))})
+    if key in CYCLE_KEYS:
+        field, values = CYCLE_KEYS[key]
+        return replace(cfg, **{field: values[(values.index(getattr(cfg, field)) + 1) % len(values)]})
+    if key == "z":
+        return replace(cfg, masked_hist_match=not cfg.masked_hist_match)
+    return cfg
+
+
+def help_lines(cfg: MergeConfig) -> list[str]:
+    """The help overlay: every key with what it does and the current value."""
+    return [f"{keys:>9}  {what}" + (f": {getattr(cfg, field)}" if field else "") for keys, what, field in HELP]
