@@ -206,7 +206,7 @@ def test_interactive_merger_window_configs_per_frame_and_session(merged_ws, tmp_
     K = Qt.Key
     monkeypatch.setattr(merger, "run_merger_window", driver([K.Key_2, K.Key_Period, K.Key_Period, K.Key_1, K.Key_Escape]))
     report = merge(ws, opts)
-    assert "6 frames merged" in report.line()
+    assert "6 frames merged (6 faces, each frame with its config from the merger window)" in report.line()
     session = json.loads((ws.model_dir / "new_SAEHD" / "merger_session.json").read_text())
     modes = [session["frames"][stem]["mode"] for stem in stems]
     assert modes == ["hist-match", "hist-match", "overlay", "overlay", "overlay", "overlay"] and session["index"] == 2

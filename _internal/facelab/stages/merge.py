@@ -248,8 +248,8 @@ def merge(ws: Workspace, opts: MergeOptions) -> Report:
             pending = [pool.submit(composite, *job) for job in jobs]
         settle(pending)
     bar.close()
-    summary = (f"{counts['frames']} frames merged ({counts['faces']} faces, {cfg.mode}, mask {cfg.mask_mode}, "
-               f"colour {cfg.color_transfer}) with {folder.name}"
+    how = "each frame with its config from the merger window" if per_frame else f"{cfg.mode}, mask {cfg.mask_mode}, colour {cfg.color_transfer}"
+    summary = (f"{counts['frames']} frames merged ({counts['faces']} faces, {how}) with {folder.name}"
                + (f" via onnxruntime ({net.providers[0]})" if opts.onnx else f" at iteration {iteration}")
                + f" -> {merged_dir}; {counts['no_face']} without a face copied")  # fmt: skip
     if counts["skipped"]:
