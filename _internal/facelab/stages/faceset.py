@@ -69,12 +69,13 @@ class FacesetOptions:
     overwrite: bool = option("Overwrite", False, ask=False, help="replace existing output without asking")
 
 
-def _folder(ws: Workspace, opts: FacesetOptions) -> Path:
-    if opts.input_dir:
-        folder = Path(opts.input_dir).expanduser().resolve()
+def aligned_folder(ws: Workspace, input_dir: str, side: str) -> Path:
+    """The faceset a tool works on: `--input-dir`, else the workspace's aligned folder of `side`."""
+    if input_dir:
+        folder = Path(input_dir).expanduser().resolve()
     else:
         ws.require()
-        folder = ws.aligned_dir(opts.side)  # type: ignore[arg-type]
+        folder = ws.aligned_dir(side)  # type: ignore[arg-type]
     if not folder.is_dir():
         raise UserError(f"{folder} is not a folder: give an aligned faces folder")
     return folder
@@ -97,7 +98,7 @@ def _output_dir(folder: Path, suffix: str, overwrite: bool) -> Path:
 
 def run(ws: Workspace, opts: FacesetOptions) -> Iterator[str]:
     started = time.perf_counter()
-    folder = _folder(ws, opts)
+    folder = aligned_folder(ws, opts.input_dir, opts.side)
     handler = {
         "dump": _dump, "info": _info, "add-landmarks-debug": _landmarks_debug, "recover-filenames": _recover,
         "metadata-save": _meta_save, "metadata-restore": _meta_restore, "pack": _pack, "unpack": _unpack,

@@ -130,7 +130,7 @@ def merge(ws: Workspace, opts: MergeOptions) -> Report:
         net = DFMModel(Path(opts.onnx), opts.face_type, opts.device)
         face_type, res, iteration, device, folder = net.face_type, net.resolution, net.iteration, torch.device("cpu"), Path(opts.onnx)
         if xseg_wanted(opts.mask_mode):
-            device = torch.device(resolve_device(opts.device))
+            device = resolve_device(opts.device)
     else:
         net, face_type, res, iteration, device, folder = load_model(ws, opts.model, opts.model_name, opts.device)
     xseg = None

@@ -37,6 +37,7 @@ from facelab.io.frames import list_images
 from facelab.log import progress
 from facelab.options import option
 from facelab.report import Report
+from facelab.stages.faceset import aligned_folder
 from facelab.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -389,13 +390,7 @@ def apply_ordering(folder: Path, faces: Sequence[Face], ordering: Ordering) -> P
 
 def sort_faceset(ws: Workspace, opts: SortOptions) -> Report:
     started = time.perf_counter()
-    if opts.input_dir:
-        folder = Path(opts.input_dir).expanduser().resolve()
-    else:
-        ws.require()
-        folder = ws.aligned_dir(opts.side)  # type: ignore[arg-type]
-    if not folder.is_dir():
-        raise UserError(f"{folder} is not a folder: give an aligned faces folder")
+    folder = aligned_folder(ws, opts.input_dir, opts.side)
     if not list_images(folder) and (folder / PACK_NAME).exists():
         raise UserError(f"{folder} is packed: run the faceset unpack script first, then sort")
     faces = load_faceset(folder)
