@@ -29,11 +29,9 @@ def is_labelled(tags: dict[str, str]) -> bool:
 
 def label_png(data: bytes) -> bytes:
     """PNG bytes with the synthetic label as iTXt chunks (one per tag)."""
-    from facelab.io.faceimage import embed_png_text
+    from facelab.io.faceimage import embed_png_texts
 
-    for key, value in SYNTHETIC_TAGS.items():
-        data = embed_png_text(data, key.encode("latin-1"), value.encode("utf-8"))
-    return data
+    return embed_png_texts(data, {key.encode("latin-1"): value.encode("utf-8") for key, value in SYNTHETIC_TAGS.items()})
 
 
 def png_labels(data: bytes) -> dict[str, str]:

@@ -1,8 +1,8 @@
 """Putting a swapped face back into its frame (dfl-spec §11 "Per face"), as pure functions.
 
-`merge_face(frame, face, cfg)` takes the frame (float32 BGR [0, 1]), the model's outputs for one
-face in face space and the merge config, and returns the new frame and the frame-space mask of
-that face. Modes (registry `register_mode` / `list_modes`): original, overlay, hist-match,
+`paste_face(frame, face, cfg)` takes the frame (BGR, uint8 or float32 [0, 1]), the model's
+outputs for one face in face space and the merge config, and returns a `Paste`: the new face and
+its mask in a window of the frame around the face (`merge_face` applies it to a whole frame). Modes (registry `register_mode` / `list_modes`): original, overlay, hist-match,
 seamless, seamless-hist-match, raw-rgb, raw-predict. Mask modes: full, dst, learned-prd,
 learned-dst, learned-prd*dst, learned-prd+dst, xseg-prd, xseg-dst, xseg-prd*dst, all.
 
@@ -172,20 +172,61 @@ def _degrade(img: np.ndarray, cfg: MergeConfig) -> np.ndarray:
     return np.clip(img, 0, 1)
 
 
-def merge_face(frame: np.ndarray, face: FaceInput, cfg: MergeConfig) -> tuple[np.ndarray, np.ndarray]:
-    """(new frame, frame-space mask H x W) for one face. `frame` is not modified."""
+@dataclass
+class Paste:
+    """What one face puts into its frame, inside a window (rows y0.., cols x0..) around the face.
+
+    Outside the window the frame is untouched and the face's mask is 0, so compositing costs
+    the face's size, not the frame's (a 720p frame with one face: ~20x fewer pixels).
+
+    Attributes:
+        face: h x w x 3 float32, the new face warped into the frame.
+        alpha: h x w float32, how much of it shows (the frame mask; raw-rgb: the whole square).
+        mask: h x w float32, the face's frame mask (what `merged_mask` records).
+    """
+
+    y0: int
+    x0: int
+    face: np.ndarray
+    alpha: np.ndarray
+    mask: np.ndarray
+
+    @property
+    def window(self) -> tuple[slice, slice]:
+        h, w = self.mask.shape
+        return slice(self.y0, self.y0 + h), slice(self.x0, self.x0 + w)
+
+    def blend_into(self, frame: np.ndarray) -> None:
+        """frame * (1 - alpha) + face * alpha, in place; frame is uint8 or float32 in [0, 1]."""
+        region = frame[self.window]
+        a = self.alpha[..., None]
+        if frame.dtype == np.uint8:
+            mixed = region.astype(np.float32) * (1 / 255) * (1 - a) + self.face * a
+            region[...] = (np.clip(mixed, 0, 1) * 255 + 0.5).astype(np.uint8)
+        else:
+            region[...] = np.clip(region * (1 - a) + self.face * a, 0, 1)
+
+
+def paste_face(frame: np.ndarray, face: FaceInput, cfg: MergeConfig) -> Paste | None:
+    """One face made ready for its frame (dfl-spec §11 "Per face" steps 3-5), or None when the
+    mode pastes nothing (original, raw-predict) or the face lies outside the frame.
+
+    `frame` (H x W x 3, uint8 or float32 [0, 1]) is only read, by the seamless modes."""
+    if cfg.mode in ("original", "raw-predict"):
+        return None
     h, w = frame.shape[:2]
     s = face.resolution
-    if cfg.mode == "original":
-        return frame, np.zeros((h, w), np.float32)
-    if cfg.mode == "raw-predict":
-        return face.pred_face, np.ones((s, s), np.float32)
-    scale = 1 + cfg.output_face_scale / 100
-    out_mat = get_transform_mat(face.landmarks, s, face.face_type, scale=scale)
+    out_mat = get_transform_mat(face.landmarks, s, face.face_type, scale=1 + cfg.output_face_scale / 100)
+    window = face_window(out_mat, s, h, w)
+    if window is None:
+        return None
+    y0, y1, x0, x1 = window
+    size = (x1 - x0, y1 - y0)
+    out_mat = _shift(out_mat, x0, y0)  # frame-window -> face space
     mask_s = face_mask(face, cfg)
-    big = mask_s if cfg.mode == "raw-rgb" else refine_mask(mask_s, s, cfg)
-    mask_mat = np.array(out_mat) * np.array([[4.0], [4.0]])  # frame -> 4S mask space
-    frame_mask = cv2.warpAffine(big, mask_mat, (w, h), flags=cv2.WARP_INVERSE_MAP | cv2.INTER_CUBIC, borderMode=cv2.BORDER_CONSTANT)
+    raw = cfg.mode == "raw-rgb"
+    big = np.clip(cv2.resize(mask_s, (4 * s, 4 * s), interpolation=cv2.INTER_CUBIC), 0, 1) if raw else refine_mask(mask_s, s, cfg)
+    frame_mask = cv2.warpAffine(big, out_mat * 4.0, size, flags=cv2.WARP_INVERSE_MAP | cv2.INTER_CUBIC, borderMode=cv2.BORDER_CONSTANT)
     frame_mask = np.clip(frame_mask, 0, 1)
     frame_mask[frame_mask < 1 / 255] = 0
     new_face = MODES[cfg.mode](face, mask_s, cfg)
@@ -193,15 +234,54 @@ def merge_face(frame: np.ndarray, face: FaceInput, cfg: MergeConfig) -> tuple[np
     if cfg.motion_blur_power and face.motion[0] > 0:
         new_face = _motion_blur(new_face, face.motion[0] * cfg.motion_blur_power / 100, face.motion[1])
     new_face = _degrade(new_face, cfg)
-    pasted = cv2.warpAffine(new_face, out_mat, (w, h), flags=cv2.WARP_INVERSE_MAP | cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
+    pasted = cv2.warpAffine(new_face, out_mat, size, flags=cv2.WARP_INVERSE_MAP | cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
+    alpha = frame_mask
+    if raw:  # DFL: the whole swapped square goes in; the mask only goes to merged_mask
+        square = cv2.warpAffine(np.ones((s, s), np.float32), out_mat, size, flags=cv2.WARP_INVERSE_MAP | cv2.INTER_CUBIC,
+                                borderMode=cv2.BORDER_CONSTANT)  # fmt: skip
+        alpha = np.clip(square, 0, 1)
     if cfg.mode in ("seamless", "seamless-hist-match"):
-        pasted = _seamless(frame, pasted, frame_mask)
-    m = frame_mask[..., None]
-    return np.clip(frame * (1 - m) + pasted * m, 0, 1).astype(np.float32), frame_mask
+        pasted = _seamless(frame[y0:y1, x0:x1], pasted, frame_mask)
+    return Paste(y0, x0, pasted, alpha, frame_mask)
+
+
+def face_window(out_mat: np.ndarray, s: int, h: int, w: int) -> tuple[int, int, int, int] | None:
+    """(y0, y1, x0, x1): the frame pixels the S x S face square (out_mat: frame -> face) can reach,
+    with a margin for the cubic kernels; None if none of them is inside the frame."""
+    m = 3.0  # face px: the cubic kernel reaches 2 px past the square's edge
+    corners = np.array([[-m, -m], [s + m, -m], [-m, s + m], [s + m, s + m]])
+    pts = transform_points(corners, out_mat, invert=True)
+    x0, y0 = np.floor(pts.min(0)).astype(int) - 1
+    x1, y1 = np.ceil(pts.max(0)).astype(int) + 2
+    x0, y0, x1, y1 = max(0, x0), max(0, y0), min(w, x1), min(h, y1)
+    if x1 <= x0 or y1 <= y0:
+        return None
+    return int(y0), int(y1), int(x0), int(x1)
+
+
+def _shift(mat: np.ndarray, x0: int, y0: int) -> np.ndarray:
+    """The frame -> face matrix for a window whose top-left pixel is frame (x0, y0)."""
+    mat = np.array(mat, np.float64)
+    mat[:, 2] += mat[:, :2] @ np.array([x0, y0], np.float64)
+    return mat
+
+
+def merge_face(frame: np.ndarray, face: FaceInput, cfg: MergeConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(new frame, frame-space mask H x W) for one face on a float32 [0, 1] frame, which is not
+    modified (raw-predict: the swapped S x S face itself)."""
+    if cfg.mode == "raw-predict":
+        return face.pred_face, np.ones(face.pred_face.shape[:2], np.float32)
+    out, mask = frame.copy(), np.zeros(frame.shape[:2], np.float32)
+    paste = paste_face(frame, face, cfg)
+    if paste is not None:
+        paste.blend_into(out)
+        mask[paste.window] = paste.mask
+    return out, mask
 
 
 def _seamless(frame: np.ndarray, pasted: np.ndarray, frame_mask: np.ndarray) -> np.ndarray:
-    """cv2.seamlessClone at the mask's bounding box (binarised at the first tenth that leaves pixels)."""
+    """cv2.seamlessClone at the mask's bounding box (binarised at the first tenth that leaves pixels).
+    `frame` (uint8 or float32 [0, 1]), `pasted` and `frame_mask` are the same window of the frame."""
     for i in range(1, 10):
         binary = (frame_mask > i / 10).astype(np.uint8)
         if binary.sum():
@@ -212,10 +292,10 @@ def _seamless(frame: np.ndarray, pasted: np.ndarray, frame_mask: np.ndarray) -> 
     if bw < 4 or bh < 4:
         return pasted
     center = (x + bw // 2, y + bh // 2)
-    src = (np.clip(pasted, 0, 1) * 255).astype(np.uint8)
-    dst = (np.clip(frame, 0, 1) * 255).astype(np.uint8)
+    src = (np.clip(pasted, 0, 1) * 255 + 0.5).astype(np.uint8)
+    dst = frame if frame.dtype == np.uint8 else (np.clip(frame, 0, 1) * 255 + 0.5).astype(np.uint8)
     try:
-        return cv2.seamlessClone(src, dst, binary * 255, center, cv2.NORMAL_CLONE).astype(np.float32) / 255
+        return cv2.seamlessClone(src, np.ascontiguousarray(dst), binary * 255, center, cv2.NORMAL_CLONE).astype(np.float32) / 255
     except cv2.error:
         return pasted
 

@@ -233,16 +233,21 @@ def _read_jpeg_meta(data: bytes, name: str) -> FaceMeta | None:
 
 
 def _png_chunks(data: bytes) -> list[tuple[bytes, bytes]]:
+    return [(ctype, data[start + 8 : end - 4]) for ctype, start, end in _png_chunk_spans(data)]
+
+
+def _png_chunk_spans(data: bytes) -> list[tuple[bytes, int, int]]:
+    """(type, start, end) of each chunk, its length, type and CRC included."""
     if not data.startswith(_PNG_SIGNATURE):
         raise FaceMetaError("not a PNG file")
-    pos, chunks = len(_PNG_SIGNATURE), []
+    pos, spans = len(_PNG_SIGNATURE), []
     while pos + 8 <= len(data):
         length, ctype = struct.unpack(">I4s", data[pos : pos + 8])
-        chunks.append((ctype, data[pos + 8 : pos + 8 + length]))
+        spans.append((ctype, pos, pos + 12 + length))
         pos += 12 + length
         if ctype == b"IEND":
             break
-    return chunks
+    return spans
 
 
 def _png_chunk(ctype: bytes, body: bytes) -> bytes:
@@ -257,14 +262,19 @@ def png_text_chunk(keyword: bytes, text: bytes, compress: bool) -> bytes:
 
 def embed_png_text(data: bytes, keyword: bytes, text: bytes) -> bytes:
     """Replace/insert the iTXt chunk `keyword` right after IHDR."""
-    chunks = _png_chunks(data)
-    out = [_PNG_SIGNATURE]
-    for ctype, body in chunks:
-        if ctype == b"iTXt" and body.split(b"\x00", 1)[0] == keyword:
+    return embed_png_texts(data, {keyword: text})
+
+
+def embed_png_texts(data: bytes, texts: dict[bytes, bytes]) -> bytes:
+    """Replace/insert iTXt chunks (keyword -> text) right after IHDR. The other chunks are
+    copied as they are (a merged 720p frame is megabytes of IDAT: no re-checksumming)."""
+    out, view = [_PNG_SIGNATURE], memoryview(data)
+    for ctype, start, end in _png_chunk_spans(data):
+        if ctype == b"iTXt" and data[start + 8 : end - 4].split(b"\x00", 1)[0] in texts:
             continue
-        out.append(_png_chunk(ctype, body))
+        out.append(view[start:end])
         if ctype == b"IHDR":
-            out.append(png_text_chunk(keyword, text, compress=len(text) > 4096))
+            out.extend(png_text_chunk(k, v, compress=len(v) > 4096) for k, v in texts.items())
     return b"".join(out)
 
 

