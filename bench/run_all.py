@@ -49,7 +49,8 @@ def rows(results: list[dict]) -> list[tuple[str, str, str, str, str]]:
         elif r["bench"] == "xseg":
             out.append(("xseg", "train 256 px batch 4 / apply", f"{r['train_ms_per_iter']} ms/iter, {r['apply_faces_per_s']} faces/s", "", dev))
         elif r["bench"] == "merge":
-            out.append(("merge", f"720p one face, overlay + rct, {r['model']}, {r['workers']} workers", f"{r['frames_per_s']} frames/s",
+            out.append(("merge", f"720p one face, overlay + rct, {r['model']} {r.get('precision', 'fp32')}, {r['workers']} workers",
+                        f"{r['frames_per_s']} frames/s ({r.get('frames_per_s_with_loading', r['frames_per_s'])} with loading)",
                         DFL[("merge", "overlay+rct")], dev))  # fmt: skip
         elif r["bench"] == "merge-window":
             out.append(("merge", "merger window, 720p: new frame / key press", f"{r['first_show_ms']} ms / {r['key_press_ms']} ms",

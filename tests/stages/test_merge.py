@@ -235,3 +235,100 @@ def test_interactive_merger_window_configs_per_frame_and_session(merged_ws, tmp_
     assert shown().max() <= 1 and (shown() > 0).mean() < 1e-3
     monkeypatch.setattr(merger, "run_merger_window", driver(["close"]))
     assert "nothing merged" in merge(ws, opts).line()
+
+
+class _DiscXSeg:
+    """A stand-in XSeg that always sees the face as a centred disc of its input, so where the
+    disc lands in the frame shows which framing it was given."""
+
+    def predict(self, x):  # noqa: ANN001, ANN201
+        import torch
+
+        n, _, h, w = x.shape
+        yy, xx = torch.meshgrid(torch.arange(h) - h / 2 + 0.5, torch.arange(w) - w / 2 + 0.5, indexing="ij")
+        return ((yy**2 + xx**2) < (0.3 * h) ** 2).float().expand(n, 1, h, w)
+
+
+def _in_frame(mask: np.ndarray, lm: np.ndarray, size: int, face_type: FaceType, shape: tuple) -> np.ndarray:
+    mat = get_transform_mat(lm, size, face_type)
+    return cv2.warpAffine(mask, mat, shape[1::-1], flags=cv2.WARP_INVERSE_MAP | cv2.INTER_LINEAR) > 0.5
+
+
+def test_xseg_masks_are_taken_at_xsegs_own_framing(train_workspace):
+    """A whole-face XSeg under a full-face model: the masks land where XSeg saw them in the frame."""
+    import torch
+
+    from facelab.stages.merge import xseg_masks
+
+    path = list_images(train_workspace.aligned_dir("dst"))[0]
+    lm = read_meta(path).source_landmarks
+    frame = read_image(train_workspace.frames_dir("dst") / read_meta(path).source_filename)
+    swapped = np.random.default_rng(0).random((1, 3, 64, 64), np.float32)
+    xseg = (_DiscXSeg(), FaceType.WHOLE_FACE, 128, torch.device("cpu"))
+    prd, dst = xseg_masks(xseg, [frame], [lm], FaceType.FULL, 64, swapped)
+    assert prd.shape == dst.shape == (1, 64, 64)
+    disc = _DiscXSeg().predict(torch.zeros(1, 3, 128, 128))[0, 0].numpy()
+    where_xseg_saw_it = _in_frame(disc, lm, 128, FaceType.WHOLE_FACE, frame.shape)
+    for got in (prd[0], dst[0]):
+        mine = _in_frame(got, lm, 64, FaceType.FULL, frame.shape)
+        assert (mine & where_xseg_saw_it).sum() / (mine | where_xseg_saw_it).sum() > 0.95
+    # resizing the model's crop (DFL) puts the disc elsewhere: the test can tell the two apart
+    naive = _in_frame(cv2.resize(disc, (64, 64)), lm, 64, FaceType.FULL, frame.shape)
+    assert (naive & where_xseg_saw_it).sum() / (naive | where_xseg_saw_it).sum() < 0.8
+
+
+def test_merge_with_xseg_mask_modes(merged_ws, script, tmp_path, monkeypatch):
+    """XSeg mask modes: the window says when no XSeg model is trained (and keeps going); with one,
+    the window's x key loads it, and script 7 --mask-mode xseg-dst merges every frame."""
+    pytest.importorskip("PySide6")
+    import torch
+    from PySide6.QtTest import QTest
+    from PySide6.QtWidgets import QApplication
+
+    from facelab.io import checkpoint
+    from facelab.models.xseg import XSegNet
+    from facelab.options import resolve_options
+    from facelab.stages.merge import MergeOptions, merge
+    from facelab.stages.xseg import model_dir
+    from facelab.ui import merger
+
+    ws = copy_workspace(merged_ws, tmp_path / "ws")
+    for frame in list_images(ws.frames_dir("dst"))[6:]:
+        frame.unlink()
+    seen = {}
+
+    def driver(stems, configs, render, default, index=0):  # noqa: ANN001, ANN202
+        QApplication.instance() or QApplication([])
+        w = merger.MergerWindow(stems, configs, render, default, index)
+        for _ in range(5):  # dst -> ... -> xseg-prd
+            QTest.keyClick(w, "x")
+        seen.update(mode=w.config().mask_mode, error=w.error)
+        w.close()
+        return False, w.index
+
+    monkeypatch.setattr(merger, "run_merger_window", driver)
+    opts = resolve_options(MergeOptions, saved={"interactive": True, "mask_mode": "dst", "session": False})
+    assert "nothing merged" in merge(ws, opts).line()
+    assert seen["mode"] == "xseg-prd" and "no trained XSeg model" in seen["error"]
+
+    torch.manual_seed(0)
+    net = XSegNet(base=8, resolution=64)
+    with torch.no_grad():  # a mask that covers XSeg's whole square
+        net.out_conv.weight.zero_()
+        net.out_conv.bias.fill_(4.0)
+    checkpoint.save(model_dir(ws), 1, {f"model.{k}": v for k, v in net.state_dict().items()}, {},
+                    {"model": "xseg", "options": {"base": 8, "resolution": 64, "face_type": "wf"}})  # fmt: skip
+    merge(ws, opts)
+    assert seen["mode"] == "xseg-prd" and seen["error"] == ""
+
+    args = ("--workspace", str(ws.root), "--non-interactive", "--overwrite")
+    proc = script("7_merge_SAEHD", *args, "--mask-mode", "xseg-dst")
+    assert proc.returncode == 0, proc.stderr
+    assert "6 frames merged (6 faces, overlay, mask xseg-dst" in proc.stdout
+    for frame_path in list_images(ws.frames_dir("dst")):
+        before = read_image(frame_path).astype(int)
+        after = read_image(ws.merged_dir / f"{frame_path.stem}.png").astype(int)
+        mask = cv2.imread(str(ws.merged_mask_dir / f"{frame_path.stem}.png"), cv2.IMREAD_GRAYSCALE)
+        grown = cv2.dilate((mask > 0).astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+        assert mask.max() > 0 and (after[~grown] == before[~grown]).all()
+        assert np.abs(after - before)[mask > 128].mean() > 2

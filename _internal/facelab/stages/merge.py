@@ -140,10 +140,20 @@ def merge(ws: Workspace, opts: MergeOptions) -> Report:
 
     amp = inference_dtype(device, opts.precision)  # for the PyTorch models (onnxruntime runs the .dfm as it is)
     xseg = None
-    if xseg_wanted(opts.mask_mode):
+
+    def ensure_xseg() -> bool:
+        """Load the XSeg model the first time a mask mode needs it (UserError if none is trained);
+        True when it was loaded just now."""
+        nonlocal xseg
+        if xseg is not None:
+            return False
         from facelab.stages.xseg import load_xseg
 
         xseg = load_xseg(ws, opts.device)
+        return True
+
+    if xseg_wanted(opts.mask_mode):
+        ensure_xseg()
     faces_by_frame: dict[str, list[np.ndarray]] = {}
     for face in sorted(load_faceset(ws.aligned_dir("dst")), key=lambda f: f.name):
         if face.meta is not None and face.meta.source_filename and face.meta.source_landmarks is not None:
@@ -198,8 +208,9 @@ def merge(ws: Workspace, opts: MergeOptions) -> Report:
                 face, face_mask, dst_mask = (t.float().cpu().numpy() for t in net.swap(x))
             xp = xd = None
             if xseg is not None:
+                lms = [jobs[j][2][i][0] for j, i in where]
                 with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-                    xp, xd = _xseg_masks(xseg, x, torch.from_numpy(face).to(device), res)
+                    xp, xd = xseg_masks(xseg, [jobs[j][1] for j, _ in where], lms, face_type, res, face)
             for n, (j, i) in enumerate(where):
                 lm, crop, motion = jobs[j][2][i]
                 jobs[j][2][i] = FaceInput(lm, face_type, res, face[n].transpose(1, 2, 0), face_mask[n, 0], dst_mask[n, 0], crop,
@@ -216,10 +227,12 @@ def merge(ws: Workspace, opts: MergeOptions) -> Report:
 
     per_frame: dict[str, MergeConfig] = {}
     if opts.interactive:
-        per_frame, finished = _interactive(opts, cfg, frames, folder, iteration, infer, compose)
+        per_frame, finished = _interactive(opts, cfg, frames, folder, iteration, infer, compose, ensure_xseg)
         if not finished:
             return Report("merge", f"merger window closed: session saved to {_session_file(folder)}; nothing merged "
                           "(run again to go on, Esc in the window merges every frame)", time.perf_counter() - started)  # fmt: skip
+        if any(xseg_wanted(c.mask_mode) for c in per_frame.values()):
+            ensure_xseg()
     session = {"config": asdict(cfg), "model": folder.name, "iteration": iteration}
     if per_frame:
         session["frames"] = {stem: asdict(c) for stem, c in per_frame.items() if c != cfg}
@@ -277,8 +290,11 @@ def _session_file(folder: Path) -> Path:
 
 
 def _interactive(opts: MergeOptions, cfg: MergeConfig, frames: list[Path], folder: Path, iteration: int, infer, compose,  # noqa: ANN001
-                 ) -> tuple[dict[str, MergeConfig], bool]:  # fmt: skip
-    """Run the window; returns (a config for every frame, whether the user asked to merge)."""
+                 ensure_xseg) -> tuple[dict[str, MergeConfig], bool]:  # noqa: ANN001 fmt: skip
+    """Run the window; returns (a config for every frame, whether the user asked to merge).
+
+    An XSeg mask mode chosen in the window loads the XSeg model then; without one the window
+    says so (`render` raises UserError) and keeps the config."""
     from facelab.ui.merger import run_merger_window
 
     path = _session_file(folder)
@@ -296,6 +312,8 @@ def _interactive(opts: MergeOptions, cfg: MergeConfig, frames: list[Path], folde
     cache: dict[int, tuple[np.ndarray, list]] = {}
 
     def render(i: int, c: MergeConfig) -> tuple[np.ndarray, np.ndarray]:
+        if xseg_wanted(c.mask_mode) and ensure_xseg():
+            cache.clear()  # the cached faces have no XSeg masks yet
         if i not in cache:
             if len(cache) > 8:
                 cache.pop(next(iter(cache)))
@@ -326,13 +344,31 @@ def _centre(landmarks: np.ndarray, face_type: FaceType) -> np.ndarray:
     return transform_points(np.array([[128.0, 128.0]]), mat, invert=True)[0]
 
 
-def _xseg_masks(xseg, dst_crops, swapped, res: int):  # noqa: ANN001, ANN202
-    """XSeg masks of the swapped and the dst faces, at the model's framing (resized to XSeg's size)."""
-    import torch.nn.functional as F
+def xseg_masks(xseg, frames: list[np.ndarray], landmarks: list[np.ndarray], face_type: FaceType, res: int,  # noqa: ANN001
+               swapped: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """XSeg masks (N x S x S, at the model's framing) of the swapped faces and of the dst faces.
 
-    net, _face_type, xres, _device = xseg
+    XSeg sees each face at its own framing (face type and size), as it was trained: the dst face
+    is cut from the frame, the swapped face is pasted over that cut; the masks are warped back
+    to the model's framing. (DFL resizes the model's crop instead, which is only right when
+    both use the same face type.) `swapped`: N x 3 x S x S float [0, 1]."""
+    import torch
+
+    net, xseg_type, xres, device = xseg
+    dst_in, prd_in, back = [], [], []
+    ones = np.ones((res, res), np.float32)
+    for frame, lm, face in zip(frames, landmarks, swapped):
+        x_mat = np.vstack([get_transform_mat(lm, xres, xseg_type), [0, 0, 1]])  # frame -> XSeg
+        model_to_x = (x_mat @ np.linalg.inv(np.vstack([get_transform_mat(lm, res, face_type), [0, 0, 1]])))[:2]
+        dst = cv2.warpAffine(frame, x_mat[:2], (xres, xres), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE).astype(np.float32) / 255
+        pasted = cv2.warpAffine(np.ascontiguousarray(face.transpose(1, 2, 0)), model_to_x, (xres, xres), flags=cv2.INTER_CUBIC)
+        inside = cv2.warpAffine(ones, model_to_x, (xres, xres), flags=cv2.INTER_LINEAR)[..., None]
+        dst_in.append(dst)
+        prd_in.append(dst * (1 - inside) + np.clip(pasted, 0, 1) * inside)
+        back.append(cv2.invertAffineTransform(model_to_x))
     out = []
-    for batch in (swapped, dst_crops):
-        m = net.predict(F.interpolate(batch, size=(xres, xres), mode="bilinear", align_corners=False))
-        out.append(F.interpolate(m.float(), size=(res, res), mode="bilinear", align_corners=False)[:, 0].cpu().numpy())
-    return out
+    for batch in (prd_in, dst_in):
+        x = torch.from_numpy(np.stack(batch)).permute(0, 3, 1, 2).to(device)
+        masks = net.predict(x)[:, 0].float().cpu().numpy()
+        out.append(np.stack([np.clip(cv2.warpAffine(m, b, (res, res), flags=cv2.INTER_LINEAR), 0, 1) for m, b in zip(masks, back)]))
+    return out[0], out[1]

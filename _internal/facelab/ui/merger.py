@@ -17,6 +17,7 @@ from PySide6.QtWidgets import QApplication, QWidget
 
 from facelab.core.blend import MergeConfig
 from facelab.core.merge_keys import apply_key, help_lines
+from facelab.errors import UserError
 
 Render = Callable[[int, MergeConfig], tuple[np.ndarray, np.ndarray]]
 NAV_SHIFTED = {"<": ",", ">": ".", "?": "/", "M": "m", "V": "v", "+": "="}
@@ -28,6 +29,7 @@ class MergerWindow(QWidget):
         self.stems, self.configs, self.render, self.default = stems, configs, render, default
         self.index = min(max(index, 0), len(stems) - 1)
         self.zoom, self.show_help, self.mask_view, self.done = 1.0, False, False, False
+        self.error = ""  # shown over the frame when the config cannot be rendered
         self._qimage: QImage | None = None
         self.setWindowTitle("FaceLab merger")
         self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
@@ -44,7 +46,13 @@ class MergerWindow(QWidget):
 
     def show_frame(self) -> None:
         cfg = self.config()
-        image, mask = self.render(self.index, cfg)
+        try:
+            image, mask = self.render(self.index, cfg)
+        except UserError as e:  # e.g. an XSeg mask mode with no XSeg model trained: say so, keep going
+            self.error = str(e)
+            self.update()
+            return
+        self.error = ""
         if self.mask_view:
             image = np.repeat(mask[:, :, None], 3, 2)
         rgb = np.ascontiguousarray(image[:, :, ::-1])
@@ -61,6 +69,10 @@ class MergerWindow(QWidget):
             scale = self.zoom * min(self.width() / self._qimage.width(), self.height() / self._qimage.height())
             w, h = int(self._qimage.width() * scale), int(self._qimage.height() * scale)
             p.drawImage(self.rect().center().x() - w // 2, self.rect().center().y() - h // 2, self._qimage.scaled(w, h))
+        if self.error:
+            p.fillRect(0, 0, self.width(), 30, QColor(140, 20, 20))
+            p.setPen(QColor(255, 255, 255))
+            p.drawText(10, 20, self.error)
         if self.show_help:
             p.fillRect(self.rect(), QColor(0, 0, 0, 190))
             p.setPen(QColor(235, 235, 235))
