@@ -332,3 +332,40 @@ def test_merge_with_xseg_mask_modes(merged_ws, script, tmp_path, monkeypatch):
         grown = cv2.dilate((mask > 0).astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
         assert mask.max() > 0 and (after[~grown] == before[~grown]).all()
         assert np.abs(after - before)[mask > 128].mean() > 2
+
+
+def test_a_saved_window_session_is_offered_at_the_prompts(merged_ws, tmp_path, monkeypatch, capsys):
+    """As DFL: with the merger window chosen and a session saved for the model, the prompts ask
+    whether to reopen it; a flag answers without asking; no session, no question."""
+    import sys
+
+    from facelab.stages.merge import resolve_merge
+
+    monkeypatch.setattr("facelab.stages.merge.can_show_windows", lambda: True)
+    ws = copy_workspace(merged_ws, tmp_path / "ws")
+    session = ws.model_dir / "new_SAEHD" / "merger_session.json"
+    session.unlink(missing_ok=True)
+    asked: list[str] = []
+
+    class Person:
+        """stdin of a person who answers the session question with `answer`, y to the window and Enter to the rest."""
+
+        def __init__(self, answer: str):
+            self.answer = answer
+
+        def readline(self) -> str:
+            prompt = capsys.readouterr().out.strip().splitlines()[-1]
+            asked.append(prompt)
+            return (self.answer if "session" in prompt else "y" if "interactive merger" in prompt else "") + "\n"
+
+    monkeypatch.setattr(sys, "stdin", Person("n"))
+    assert resolve_merge(ws, {}, interactive=True).interactive and not any("session" in q for q in asked)
+    session.write_text(json.dumps({"model": "new_SAEHD", "iteration": 4, "index": 6, "frames": {"00001": {}, "00002": {}}}))
+    asked.clear()
+    assert resolve_merge(ws, {}, interactive=True).session is False
+    assert "Use the saved merger session (2 frame configs, at frame 7)" in [q for q in asked if "session" in q][0]
+    monkeypatch.setattr(sys, "stdin", Person("y"))
+    assert resolve_merge(ws, {}, interactive=True).session is True
+    asked.clear()
+    assert resolve_merge(ws, {"session": False}, interactive=True).session is False and not any("session" in q for q in asked)
+    assert resolve_merge(ws, {}, interactive=False).session is True and not any("session" in q for q in asked)  # headless: reopened

@@ -68,8 +68,11 @@ def test_window_keys_change_the_frames_config_and_navigate():
     assert w.index == 3 and all(w.configs[s].mode == "overlay" for s in stems[2:])
     QTest.keyClick(w, Qt.Key.Key_Comma, Qt.KeyboardModifier.ShiftModifier)
     assert w.index == 0 and w.configs[stems[0]].mode == "hist-match"
-    QTest.keyClick(w, Qt.Key.Key_Period, Qt.KeyboardModifier.ShiftModifier)
-    assert w.index == 4
+    calls.clear()
+    QTest.keyClick(w, Qt.Key.Key_Period, Qt.KeyboardModifier.ShiftModifier)  # DFL: auto-run through the rest
+    _wait_for(lambda: not w.autorun)
+    assert w.index == 4 and [i for i, _ in calls] == [1, 2, 3, 4]  # every frame shown in turn, with its own config
+    assert [c for _, c in calls] == [w.configs[stems[k]] for k in range(1, 5)]
     QTest.keyClick(w, Qt.Key.Key_M)  # previous frame, taking this config
     assert w.index == 3
     QTest.keyClick(w, Qt.Key.Key_V)
@@ -81,3 +84,32 @@ def test_window_keys_change_the_frames_config_and_navigate():
     assert w.zoom > 1
     QTest.keyClick(w, Qt.Key.Key_Escape)
     assert w.done
+
+
+def _wait_for(done, seconds: float = 5.0) -> None:  # noqa: ANN001
+    import time
+
+    end = time.monotonic() + seconds
+    while not done():
+        assert time.monotonic() < end, "timed out"
+        QTest.qWait(10)
+
+
+@pytest.mark.parametrize("key", ["shift+.", "x"])
+def test_auto_run_stops_at_a_key_press(key):
+    w, stems, _ = _window(8)
+    w.show()
+    pressed = []
+
+    def render(i, cfg):  # the person presses a key while frame 2 is shown
+        if i == 2 and not pressed:
+            pressed.append(i)
+            QTest.keyClick(w, Qt.Key.Key_Period, Qt.KeyboardModifier.ShiftModifier) if key == "shift+." else QTest.keyClick(w, key)
+        return np.zeros((40, 60, 3), np.uint8), np.zeros((40, 60), np.uint8)
+
+    w.render = render
+    QTest.keyClick(w, Qt.Key.Key_Period, Qt.KeyboardModifier.ShiftModifier)
+    _wait_for(lambda: not w.autorun)
+    QTest.qWait(50)
+    assert w.index == 2 and not w.autorun  # stopped where the key was pressed
+    assert (w.configs[stems[2]].mask_mode != w.configs[stems[1]].mask_mode) == (key == "x")  # and the key did its job

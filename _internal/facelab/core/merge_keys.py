@@ -37,7 +37,7 @@ HELP = [
     ("q / a", "hist match threshold + / -", "hist_match_threshold"), ("z", "masked hist match", "masked_hist_match"),
     ("i / k", "image denoise + / -", "image_denoise_power"), ("o / l", "bicubic degrade + / -", "bicubic_degrade_power"),
     ("p / ; / :", "colour degrade +1 / -1 / -5", "color_degrade_power"),
-    (", / .", "previous / next frame (Shift: first / last)", None),
+    (", / .", "previous / next frame (Shift+,: first; Shift+.: run through the rest, any key stops)", None),
     ("m", "previous frame, taking this config (Shift: back to the first)", None),
     ("/", "next frame, forcing this config on it (Shift: on every frame after)", None),
     ("- / =", "zoom out / in", None), ("v", "show the mask", None), ("Tab", "this help", None),

@@ -19,7 +19,7 @@ import json
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from itertools import islice
 from pathlib import Path
 
@@ -33,7 +33,7 @@ from facelab.io.faceset import load_faceset
 from facelab.io.frames import encode_image, list_images, read_image, write_bytes_atomic, write_text_atomic
 from facelab.labels import label_png
 from facelab.log import progress
-from facelab.options import option
+from facelab.options import ask_yes_no, option, resolve_options
 from facelab.report import Report
 from facelab.ui import can_show_windows
 from facelab.workspace import Workspace
@@ -85,6 +85,33 @@ def merge_config(opts: MergeOptions) -> MergeConfig:
     return MergeConfig(**{k: getattr(opts, k) for k in MergeConfig.__dataclass_fields__})
 
 
+def model_folder(ws: Workspace, kind: str, name: str) -> Path:
+    """The folder of the named model, or of the most recently trained one."""
+    from facelab.stages.train import list_models, model_dir_of
+
+    if name:
+        return model_dir_of(ws, kind, name)
+    models = list_models(ws, kind)
+    if not models:
+        raise UserError(f"no trained {kind} model in {ws.model_dir}: run 6_train_{'SAEHD' if kind == 'saehd' else 'Quick96'} first")
+    return models[0][1]
+
+
+def resolve_merge(ws: Workspace, given: dict, interactive: bool) -> MergeOptions:
+    """The options from flags and prompts; with the merger window and a saved session of the
+    model, asks whether to reopen it (DFL: "Use saved session?")."""
+    opts = resolve_options(MergeOptions, given, interactive=interactive)
+    if not (interactive and opts.interactive) or "session" in given:
+        return opts
+    try:
+        path = _session_file(Path(opts.onnx) if opts.onnx else model_folder(ws, opts.model, opts.model_name))
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        about = f"{len(saved['frames'])} frame configs, at frame {int(saved.get('index', 0)) + 1}"
+    except (UserError, OSError, ValueError, KeyError, TypeError):
+        return opts  # no session (or no model: the stage says so)
+    return replace(opts, session=ask_yes_no(f"Use the saved merger session ({about})", True))
+
+
 def load_model(ws: Workspace, kind: str, name: str, device: str):  # noqa: ANN201
     """(model in eval mode, face type, resolution, iteration, torch device, folder) of a trained model."""
     import torch
@@ -93,15 +120,8 @@ def load_model(ws: Workspace, kind: str, name: str, device: str):  # noqa: ANN20
     from facelab.models.registry import create_model
     from facelab.models.saehd import QUICK96, Architecture
     from facelab.nn.device import resolve_device
-    from facelab.stages.train import list_models, model_dir_of
 
-    if name:
-        folder = model_dir_of(ws, kind, name)
-    else:
-        models = list_models(ws, kind)
-        if not models:
-            raise UserError(f"no trained {kind} model in {ws.model_dir}: run 6_train_{'SAEHD' if kind == 'saehd' else 'Quick96'} first")
-        folder = models[0][1]
+    folder = model_folder(ws, kind, name)
     ckpt = checkpoint.load_latest(folder)
     if ckpt is None:
         raise UserError(f"{folder} has no checkpoint: train it first")

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-from PySide6.QtCore import Qt
+from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QColor, QFont, QImage, QKeyEvent, QPainter
 from PySide6.QtWidgets import QApplication, QWidget
 
@@ -20,6 +20,7 @@ from facelab.core.merge_keys import apply_key, help_lines
 from facelab.errors import UserError
 
 Render = Callable[[int, MergeConfig], tuple[np.ndarray, np.ndarray]]
+MODIFIER_KEYS = (Qt.Key.Key_Shift, Qt.Key.Key_Control, Qt.Key.Key_Alt, Qt.Key.Key_Meta, Qt.Key.Key_AltGr)
 NAV_SHIFTED = {"<": ",", ">": ".", "?": "/", "M": "m", "V": "v", "+": "="}
 
 
@@ -30,6 +31,7 @@ class MergerWindow(QWidget):
         self.index = min(max(index, 0), len(stems) - 1)
         self.zoom, self.show_help, self.mask_view, self.done = 1.0, False, False, False
         self.error = ""  # shown over the frame when the config cannot be rendered
+        self.autorun = False  # Shift+.: step through the remaining frames on its own (DFL)
         self._qimage: QImage | None = None
         self.setWindowTitle("FaceLab merger")
         self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
@@ -84,10 +86,17 @@ class MergerWindow(QWidget):
     def keyPressEvent(self, event: QKeyEvent) -> None:  # noqa: N802 - Qt's name
         key, text = event.key(), event.text()
         shift = bool(event.modifiers() & Qt.KeyboardModifier.ShiftModifier)
+        if key in MODIFIER_KEYS:  # Shift on its own is half of Shift+., not a key press that stops a run
+            return
         if key == Qt.Key.Key_Escape:
             self.done = True
+            self.autorun = False
             self.close()
             return
+        if self.autorun:  # any key stops the run; Shift+. only stops it
+            self.autorun = False
+            if text in (">", ".") and (shift or text == ">"):
+                return
         if key == Qt.Key.Key_Tab:
             self.show_help = not self.show_help
             self.update()
@@ -98,8 +107,12 @@ class MergerWindow(QWidget):
         cfg = self.config()
         if text == ",":
             self.index = 0 if shift else max(0, self.index - 1)
+        elif text == "." and shift:
+            self.autorun = self.index < last
+            QTimer.singleShot(0, self._autorun_step)
+            return
         elif text == ".":
-            self.index = last if shift else min(last, self.index + 1)
+            self.index = min(last, self.index + 1)
         elif text == "m":
             targets = range(0, self.index) if shift else range(max(0, self.index - 1), self.index)
             for k in targets:
@@ -124,6 +137,16 @@ class MergerWindow(QWidget):
         else:
             return
         self.show_frame()
+
+
+    def _autorun_step(self) -> None:
+        """One frame of the auto-run: the next frame (inheriting the config), shown, then the next."""
+        if not self.autorun or self.index >= len(self.stems) - 1:
+            self.autorun = False
+            return
+        self.index += 1
+        self.show_frame()
+        QTimer.singleShot(0, self._autorun_step)
 
 
 def run_merger_window(stems: list[str], configs: dict[str, MergeConfig], render: Render, default: MergeConfig, index: int = 0) -> tuple[bool, int]:
