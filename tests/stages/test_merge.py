@@ -369,3 +369,14 @@ def test_a_saved_window_session_is_offered_at_the_prompts(merged_ws, tmp_path, m
     asked.clear()
     assert resolve_merge(ws, {"session": False}, interactive=True).session is False and not any("session" in q for q in asked)
     assert resolve_merge(ws, {}, interactive=False).session is True and not any("session" in q for q in asked)  # headless: reopened
+
+
+def test_motion_blur_follows_each_face_when_a_frame_has_several():
+    """DFL turns motion blur off with two faces in a frame (spec §14); here each face keeps its own movement."""
+    from facelab.stages.merge import face_motion
+
+    before = [np.array([100.0, 300.0]), np.array([500.0, 300.0])]
+    after = [np.array([500.0, 280.0]), np.array([120.0, 300.0])]  # listed in another order
+    assert face_motion(np.array([110.0, 300.0]), before, after) == pytest.approx((20.0, 0.0))  # moving right
+    assert face_motion(np.array([500.0, 290.0]), before, after) == pytest.approx((20.0, 90.0))  # moving up
+    assert face_motion(np.array([110.0, 300.0]), [], after) == (0.0, 0.0)  # the first frame: no movement known

@@ -159,6 +159,7 @@ def merge(ws: Workspace, opts: MergeOptions) -> Report:
     from facelab.nn.device import inference_dtype
 
     amp = inference_dtype(device, opts.precision)  # for the PyTorch models (onnxruntime runs the .dfm as it is)
+    precision = lambda: torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None)  # noqa: E731
     xseg = None
 
     def ensure_xseg() -> bool:
@@ -184,7 +185,7 @@ def merge(ws: Workspace, opts: MergeOptions) -> Report:
     merged_dir, mask_dir = ws.merged_dir, ws.merged_mask_dir
     merged_dir.mkdir(parents=True, exist_ok=True)
     mask_dir.mkdir(parents=True, exist_ok=True)
-    centres = {stem: _centre(lms[0], face_type) for stem, lms in faces_by_frame.items()}
+    centres = {stem: [_centre(lm, face_type) for lm in lms] for stem, lms in faces_by_frame.items()}
     stems = [f.stem for f in frames]
 
     def compose(frame: np.ndarray, items: list[FaceInput], c: MergeConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -214,8 +215,9 @@ def merge(ws: Workspace, opts: MergeOptions) -> Report:
                 raise UserError(f"{path} cannot be read as an image")
             items = []
             k = stems.index(path.stem)
-            motion = motion_of(centres.get(stems[k - 1]) if k else None, centres.get(stems[k + 1]) if k + 1 < len(stems) else None)
-            for lm in faces_by_frame.get(path.stem, []):
+            around = (centres.get(stems[k - 1], []) if k else [], centres.get(stems[k + 1], []) if k + 1 < len(stems) else [])
+            for lm, centre in zip(faces_by_frame.get(path.stem, []), centres.get(path.stem, [])):
+                motion = face_motion(centre, *around)
                 mat = get_transform_mat(lm, res, face_type)
                 crop = cv2.warpAffine(img, mat, (res, res), flags=cv2.INTER_CUBIC).astype(np.float32) / 255
                 crops.append(crop)
@@ -224,12 +226,12 @@ def merge(ws: Workspace, opts: MergeOptions) -> Report:
             jobs.append((path, img, items))
         if crops:
             x = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).to(device)
-            with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+            with precision():
                 face, face_mask, dst_mask = (t.float().cpu().numpy() for t in net.swap(x))
             xp = xd = None
             if xseg is not None:
                 lms = [jobs[j][2][i][0] for j, i in where]
-                with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+                with precision():
                     xp, xd = xseg_masks(xseg, [jobs[j][1] for j, _ in where], lms, face_type, res, face)
             for n, (j, i) in enumerate(where):
                 lm, crop, motion = jobs[j][2][i]
@@ -357,6 +359,16 @@ def _interactive(opts: MergeOptions, cfg: MergeConfig, frames: list[Path], folde
 
 def xseg_wanted(mask_mode: str) -> bool:
     return mask_mode.startswith("xseg") or mask_mode == "all"
+
+
+def face_motion(centre: np.ndarray, before: list[np.ndarray], after: list[np.ndarray]) -> tuple[float, float]:
+    """(power px, angle deg) of a face's movement: from the nearest face centre in the frame
+    before to the nearest in the frame after (DFL uses one face per frame and turns motion blur
+    off when any frame has more; following each face keeps it with several)."""
+    if not before or not after:
+        return 0.0, 0.0
+    nearest = lambda cs: min(cs, key=lambda c: float(np.sum((c - centre) ** 2)))  # noqa: E731
+    return motion_of(nearest(before), nearest(after))
 
 
 def _centre(landmarks: np.ndarray, face_type: FaceType) -> np.ndarray:
