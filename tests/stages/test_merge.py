@@ -203,13 +203,16 @@ def test_interactive_merger_window_configs_per_frame_and_session(merged_ws, tmp_
     seen = {}
 
     def driver(keys):
-        def run(stems, configs, render, default, index=0):
+        def run(stems, configs, render, default, index=0, contact_sheet=None):
             QApplication.instance() or QApplication([])
-            w = merger.MergerWindow(stems, configs, render, default, index)
+            w = merger.MergerWindow(stems, configs, render, default, index, contact_sheet)
             w.show()
             seen.update(start=w.index, configs=dict(configs))
             for key in keys:
-                QTest.keyClick(w, key) if key != "close" else w.close()
+                if key == "look":
+                    seen.setdefault("looks", []).append((w.note, w._qimage.width(), w._qimage.height()))
+                else:
+                    QTest.keyClick(w, key) if key != "close" else w.close()
             seen["frame0"] = render(0, w.config(0))[0]
             return w.done, w.index
 
@@ -217,8 +220,15 @@ def test_interactive_merger_window_configs_per_frame_and_session(merged_ws, tmp_
 
     opts = resolve_options(MergeOptions, saved={"interactive": True, "mask_mode": "dst"})
     K = Qt.Key
-    monkeypatch.setattr(merger, "run_merger_window", driver([K.Key_2, K.Key_Period, K.Key_Period, K.Key_1, K.Key_Escape]))
+    keys = [K.Key_2, K.Key_Period, K.Key_Period, K.Key_1, K.Key_B, "look", K.Key_B, "look", K.Key_Escape]
+    monkeypatch.setattr(merger, "run_merger_window", driver(keys))
     report = merge(ws, opts)
+    # b: the frame under every colour transfer, shown in the window and saved; b again: back
+    (note, *sheet_size), (note_after, *frame_size) = seen["looks"]
+    sheet = read_image(ws.root / f"merge_contact_sheet_{stems[2]}.png")
+    assert str(ws.root / f"merge_contact_sheet_{stems[2]}.png") in note and sheet_size == [sheet.shape[1], sheet.shape[0]]
+    frame = read_image(ws.frames_dir("dst") / f"{stems[2]}.png")
+    assert note_after == "" and frame_size == [frame.shape[1], frame.shape[0]] and sheet_size != frame_size
     assert "6 frames merged (6 faces, each frame with its config from the merger window)" in report.line()
     session = json.loads((ws.model_dir / "new_SAEHD" / "merger_session.json").read_text())
     modes = [session["frames"][stem]["mode"] for stem in stems]
@@ -297,9 +307,9 @@ def test_merge_with_xseg_mask_modes(merged_ws, script, tmp_path, monkeypatch):
         frame.unlink()
     seen = {}
 
-    def driver(stems, configs, render, default, index=0):  # noqa: ANN001, ANN202
+    def driver(stems, configs, render, default, index=0, contact_sheet=None):  # noqa: ANN001, ANN202
         QApplication.instance() or QApplication([])
-        w = merger.MergerWindow(stems, configs, render, default, index)
+        w = merger.MergerWindow(stems, configs, render, default, index, contact_sheet)
         for _ in range(5):  # dst -> ... -> xseg-prd
             QTest.keyClick(w, "x")
         seen.update(mode=w.config().mask_mode, error=w.error)

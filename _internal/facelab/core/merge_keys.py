@@ -1,7 +1,7 @@
 """DFL's interactive-merger key map (dfl-spec §11) as data: a key press -> a new MergeConfig.
 
 Pure: the Qt window (`ui/merger.py`) only turns key events into `apply_key(cfg, key, shift)`.
-Shift multiplies a step by 5, as in DFL. Navigation keys (`,` `.` `m` `/` Tab Esc `-` `=` `v`) are
+Shift multiplies a step by 5, as in DFL. Navigation keys (`,` `.` `m` `/` Tab Esc `-` `=` `v` `b`) are
 the window's own and are not here.
 """
 
@@ -40,7 +40,8 @@ HELP = [
     (", / .", "previous / next frame (Shift+,: first; Shift+.: run through the rest, any key stops)", None),
     ("m", "previous frame, taking this config (Shift: back to the first)", None),
     ("/", "next frame, forcing this config on it (Shift: on every frame after)", None),
-    ("- / =", "zoom out / in", None), ("v", "show the mask", None), ("Tab", "this help", None),
+    ("- / =", "zoom out / in", None), ("v", "show the mask", None),
+    ("b", "every colour transfer side by side (saved as a PNG)", None), ("Tab", "this help", None),
     ("Esc", "save the session and merge every frame with its config", None),
 ]  # fmt: skip
 

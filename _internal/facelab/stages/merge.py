@@ -249,7 +249,7 @@ def merge(ws: Workspace, opts: MergeOptions) -> Report:
 
     per_frame: dict[str, MergeConfig] = {}
     if opts.interactive:
-        per_frame, finished = _interactive(opts, cfg, frames, folder, iteration, infer, compose, ensure_xseg)
+        per_frame, finished = _interactive(opts, cfg, frames, folder, iteration, infer, compose, ensure_xseg, ws.root)
         if not finished:
             return Report("merge", f"merger window closed: session saved to {_session_file(folder)}; nothing merged "
                           "(run again to go on, Esc in the window merges every frame)", time.perf_counter() - started)  # fmt: skip
@@ -279,13 +279,10 @@ def merge(ws: Workspace, opts: MergeOptions) -> Report:
     pending: list = []
     with ThreadPoolExecutor(opts.workers) as pool, torch.no_grad():
         if opts.contact_sheet:
-            from facelab.core.blend import contact_sheet
-
             first = next((f for f in frames if f.stem in faces_by_frame), None)
             if first is not None:
                 (_, img, items), = infer([first], pool)
-                sheet = contact_sheet(img.astype(np.float32) / 255, items, cfg)
-                write_bytes_atomic(ws.root / "merge_contact_sheet.png", label_png(encode_image(sheet, ".png")))
+                write_contact_sheet(ws.root / "merge_contact_sheet.png", img, items, cfg)
         it = iter(todo)
         while chunk := list(islice(it, CHUNK)):
             jobs = infer(chunk, pool)
@@ -312,7 +309,7 @@ def _session_file(folder: Path) -> Path:
 
 
 def _interactive(opts: MergeOptions, cfg: MergeConfig, frames: list[Path], folder: Path, iteration: int, infer, compose,  # noqa: ANN001
-                 ensure_xseg) -> tuple[dict[str, MergeConfig], bool]:  # noqa: ANN001 fmt: skip
+                 ensure_xseg, sheet_dir: Path) -> tuple[dict[str, MergeConfig], bool]:  # noqa: ANN001 fmt: skip
     """Run the window; returns (a config for every frame, whether the user asked to merge).
 
     An XSeg mask mode chosen in the window loads the XSeg model then; without one the window
@@ -333,7 +330,8 @@ def _interactive(opts: MergeOptions, cfg: MergeConfig, frames: list[Path], folde
             configs, index = {}, 0
     cache: dict[int, tuple[np.ndarray, list]] = {}
 
-    def render(i: int, c: MergeConfig) -> tuple[np.ndarray, np.ndarray]:
+    def faces(i: int, c: MergeConfig) -> tuple[np.ndarray, list[FaceInput]]:
+        """Frame i and its faces through the model(s), kept for the next key presses."""
         if xseg_wanted(c.mask_mode) and ensure_xseg():
             cache.clear()  # the cached faces have no XSeg masks yet
         if i not in cache:
@@ -345,16 +343,36 @@ def _interactive(opts: MergeOptions, cfg: MergeConfig, frames: list[Path], folde
                 with torch.no_grad():
                     (_, img, items), = infer([frames[i]], pool)
             cache[i] = (img, items)
-        return compose(*cache[i], c)
+        return cache[i]
+
+    def render(i: int, c: MergeConfig) -> tuple[np.ndarray, np.ndarray]:
+        return compose(*faces(i, c), c)
+
+    def sheet(i: int, c: MergeConfig) -> tuple[np.ndarray, str]:
+        img, items = faces(i, c)
+        if not items:
+            raise UserError(f"frame {stems[i]} has no face: go to a frame with one to compare the colour transfers")
+        path = sheet_dir / f"merge_contact_sheet_{stems[i]}.png"
+        return write_contact_sheet(path, img, items, c), str(path)
 
     stems = [f.stem for f in frames]
-    finished, index = run_merger_window(stems, configs, render, cfg, index)
+    finished, index = run_merger_window(stems, configs, render, cfg, index, contact_sheet=sheet)
     last = cfg
     for stem in stems:  # frames never shown take the config of the frame before them, as in the window
         last = configs.setdefault(stem, last)
     write_text_atomic(path, json.dumps({"model": folder.name, "iteration": iteration, "index": index,
                                         "frames": {stem: asdict(c) for stem, c in configs.items()}}, indent=1))  # fmt: skip
     return configs, finished
+
+
+def write_contact_sheet(path: Path, frame: np.ndarray, faces: list[FaceInput], cfg: MergeConfig) -> np.ndarray:
+    """The frame under every colour transfer side by side (`core.blend.contact_sheet`), written
+    to `path` with the synthetic label; returns the sheet."""
+    from facelab.core.blend import contact_sheet
+
+    sheet = contact_sheet(frame.astype(np.float32) / 255, faces, cfg)
+    write_bytes_atomic(path, label_png(encode_image(sheet, ".png")))
+    return sheet
 
 
 def xseg_wanted(mask_mode: str) -> bool:

@@ -3,7 +3,7 @@
 Each frame owns a config; a frame seen for the first time inherits the one before it. The window
 only holds configs and calls `render(index, cfg) -> (merged BGR uint8, mask uint8)`; the stage
 caches the model's output per frame, so a key press re-composites without running the model.
-Keys: `core/merge_keys.py` (config) plus navigation, zoom, mask view, Tab help and Esc (done).
+Keys: `core/merge_keys.py` (config) plus navigation, zoom, mask view, b contact sheet, Tab help and Esc (done).
 """
 
 from __future__ import annotations
@@ -20,14 +20,18 @@ from facelab.core.merge_keys import apply_key, help_lines
 from facelab.errors import UserError
 
 Render = Callable[[int, MergeConfig], tuple[np.ndarray, np.ndarray]]
+Sheet = Callable[[int, MergeConfig], tuple[np.ndarray, str]]  # (contact sheet BGR uint8, where it was saved)
 MODIFIER_KEYS = (Qt.Key.Key_Shift, Qt.Key.Key_Control, Qt.Key.Key_Alt, Qt.Key.Key_Meta, Qt.Key.Key_AltGr)
 NAV_SHIFTED = {"<": ",", ">": ".", "?": "/", "M": "m", "V": "v", "+": "="}
 
 
 class MergerWindow(QWidget):
-    def __init__(self, stems: list[str], configs: dict[str, MergeConfig], render: Render, default: MergeConfig, index: int = 0):
+    def __init__(self, stems: list[str], configs: dict[str, MergeConfig], render: Render, default: MergeConfig, index: int = 0,
+                 contact_sheet: Sheet | None = None):  # fmt: skip
         super().__init__()
         self.stems, self.configs, self.render, self.default = stems, configs, render, default
+        self.contact_sheet = contact_sheet
+        self.note = ""  # a status line over the image (the contact sheet's file)
         self.index = min(max(index, 0), len(stems) - 1)
         self.zoom, self.show_help, self.mask_view, self.done = 1.0, False, False, False
         self.error = ""  # shown over the frame when the config cannot be rendered
@@ -54,14 +58,29 @@ class MergerWindow(QWidget):
             self.error = str(e)
             self.update()
             return
-        self.error = ""
+        self.error = self.note = ""
         if self.mask_view:
             image = np.repeat(mask[:, :, None], 3, 2)
+        self._show(image)
+        self.setWindowTitle(f"FaceLab merger - frame {self.index + 1}/{len(self.stems)} ({self.stems[self.index]}) - "
+                            f"{cfg.mode}, mask {cfg.mask_mode}, colour {cfg.color_transfer} - Tab: keys, Esc: merge all")  # fmt: skip
+
+    def show_contact_sheet(self) -> None:
+        """The frame under every colour transfer side by side (saved as a PNG too) until b again or a
+        key that changes something (DFL#5274: users cannot tell the colour modes apart)."""
+        try:
+            sheet, where = self.contact_sheet(self.index, self.config())
+        except UserError as e:
+            self.error = str(e)
+            self.update()
+            return
+        self._show(sheet)
+        self.note = f"every colour transfer (b: back), saved to {where}"
+
+    def _show(self, image: np.ndarray) -> None:
         rgb = np.ascontiguousarray(image[:, :, ::-1])
         h, w = rgb.shape[:2]
         self._qimage = QImage(rgb.data, w, h, 3 * w, QImage.Format.Format_RGB888).copy()
-        self.setWindowTitle(f"FaceLab merger - frame {self.index + 1}/{len(self.stems)} ({self.stems[self.index]}) - "
-                            f"{cfg.mode}, mask {cfg.mask_mode}, colour {cfg.color_transfer} - Tab: keys, Esc: merge all")  # fmt: skip
         self.update()
 
     def paintEvent(self, _event) -> None:  # noqa: ANN001, N802 - Qt's name
@@ -71,10 +90,10 @@ class MergerWindow(QWidget):
             scale = self.zoom * min(self.width() / self._qimage.width(), self.height() / self._qimage.height())
             w, h = int(self._qimage.width() * scale), int(self._qimage.height() * scale)
             p.drawImage(self.rect().center().x() - w // 2, self.rect().center().y() - h // 2, self._qimage.scaled(w, h))
-        if self.error:
-            p.fillRect(0, 0, self.width(), 30, QColor(140, 20, 20))
+        if self.error or self.note:
+            p.fillRect(0, 0, self.width(), 30, QColor(140, 20, 20) if self.error else QColor(20, 60, 120))
             p.setPen(QColor(255, 255, 255))
-            p.drawText(10, 20, self.error)
+            p.drawText(10, 20, self.error or self.note)
         if self.show_help:
             p.fillRect(self.rect(), QColor(0, 0, 0, 190))
             p.setPen(QColor(235, 235, 235))
@@ -129,6 +148,12 @@ class MergerWindow(QWidget):
             self.zoom = min(4.0, self.zoom * 1.25)
         elif text == "v":
             self.mask_view = not self.mask_view
+        elif text == "b" and self.contact_sheet is not None:
+            if self.note:  # b again: back to the frame
+                self.show_frame()
+            else:
+                self.show_contact_sheet()
+            return
         elif text:
             new = apply_key(cfg, text, shift)
             if new == cfg:
@@ -149,12 +174,13 @@ class MergerWindow(QWidget):
         QTimer.singleShot(0, self._autorun_step)
 
 
-def run_merger_window(stems: list[str], configs: dict[str, MergeConfig], render: Render, default: MergeConfig, index: int = 0) -> tuple[bool, int]:
+def run_merger_window(stems: list[str], configs: dict[str, MergeConfig], render: Render, default: MergeConfig, index: int = 0,
+                      contact_sheet: Sheet | None = None) -> tuple[bool, int]:  # fmt: skip
     """Show the window until Esc (True: merge everything) or closing it (False); returns (done, frame index)."""
     from PySide6.QtCore import QEventLoop
 
     _app = QApplication.instance() or QApplication([])  # noqa: F841 - must exist (and live) before any widget
-    window = MergerWindow(stems, configs, render, default, index)
+    window = MergerWindow(stems, configs, render, default, index, contact_sheet)
     loop = QEventLoop()
     window.destroyed.connect(loop.quit)
     window.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
