@@ -116,21 +116,28 @@ def test_nan_rolls_back_to_the_last_good_generation(train_workspace, tmp_path, c
 
 
 @pytest.mark.slow
-def test_loss_decreases_on_real_faces(train_workspace, tmp_path):
+@pytest.mark.parametrize("precision", ["auto", "bf16"])
+def test_loss_decreases_on_real_faces(train_workspace, tmp_path, precision):
+    """On the CPU: fp32 by default; bf16 when asked (autocast: fp32 weights, bf16 convolutions)."""
+    import torch
+
     from facelab.options import resolve_options
     from facelab.training.options import TrainOptions
     from facelab.training.trainer import Trainer
 
     ws = copy_workspace(train_workspace, tmp_path / "ws")
     opts = resolve_options(TrainOptions, saved={"resolution": 64, "ae_dims": 64, "e_dims": 32, "d_dims": 32,
-                                                 "d_mask_dims": 16, "batch_size": 4, "seed": 1})  # fmt: skip
+                                                 "d_mask_dims": 16, "batch_size": 4, "seed": 1, "device": "cpu",
+                                                 "precision": precision})  # fmt: skip
     trainer = Trainer(ws.model_dir / "m_SAEHD", opts, ws.aligned_dir("src"), ws.aligned_dir("dst"))
+    assert trainer.amp_dtype == (torch.bfloat16 if precision == "bf16" else None)
     curve = []
     for _ in range(300):
         losses = trainer.step()
         curve.append(float(losses.src + losses.dst))
     first, last = np.mean(curve[:25]), np.mean(curve[-25:])
     assert last < 0.75 * first, (first, last)
+    assert all(p.dtype == torch.float32 for p in trainer.model.parameters())
 
 
 def test_training_uses_the_applied_xseg_mask(train_workspace, tmp_path):

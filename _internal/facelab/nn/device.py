@@ -26,6 +26,8 @@ def resolve_device(name: str | None) -> torch.device:
 
 def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
     """The autocast dtype for `precision` on `device`; None = plain fp32 (always on the CPU)."""
+    if device.type == "cpu" and precision == "bf16":
+        return torch.bfloat16  # asked for: CPU autocast (fast only with native bf16, see cpu_has_native_bf16)
     if device.type == "cpu" or precision == "fp32":
         return None
     if precision == "fp16":

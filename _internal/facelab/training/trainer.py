@@ -34,7 +34,7 @@ from facelab.models.registry import create_model
 from facelab.models.saehd import QUICK96, Architecture, SAEHD
 from facelab.nn import losses as L
 from facelab.nn.augment import AugmentSettings, augment
-from facelab.nn.device import autocast_dtype, resolve_device
+from facelab.nn.device import autocast_dtype, cpu_has_native_bf16, resolve_device
 from facelab.nn.optim import AdaBelief, RMSprop
 from facelab.training.control import TrainingControl
 from facelab.training.data import BatchSampler, DeviceFaceset, FacesetCache
@@ -71,6 +71,8 @@ class Trainer:
         self.quick = opts.model == "quick96"
         self.device = resolve_device(opts.device)
         self.amp_dtype = autocast_dtype(self.device, opts.precision)
+        if self.device.type == "cpu" and self.amp_dtype is not None and not cpu_has_native_bf16() and self.rank.is_main:
+            log.warning("this CPU has no native bf16: training in bf16 will be slower than fp32 (--precision fp32)")
         self.arch = QUICK96 if self.quick else Architecture(opts.resolution, opts.archi, opts.ae_dims, opts.e_dims,
                                                              opts.d_dims, opts.d_mask_dims)  # fmt: skip
         try:
