@@ -2,7 +2,8 @@
 
 `paste_face(frame, face, cfg)` takes the frame (BGR, uint8 or float32 [0, 1]), the model's
 outputs for one face in face space and the merge config, and returns a `Paste`: the new face and
-its mask in a window of the frame around the face (`merge_face` applies it to a whole frame). Modes (registry `register_mode` / `list_modes`): original, overlay, hist-match,
+its mask in a window of the frame around the face (`merge_face` applies it to a whole frame).
+Modes (registry `register_mode` / `list_modes`): original, overlay, hist-match,
 seamless, seamless-hist-match, raw-rgb, raw-predict. Mask modes: full, dst, learned-prd,
 learned-dst, learned-prd*dst, learned-prd+dst, xseg-prd, xseg-dst, xseg-prd*dst, all.
 

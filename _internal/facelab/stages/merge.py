@@ -187,6 +187,7 @@ def merge(ws: Workspace, opts: MergeOptions) -> Report:
     mask_dir.mkdir(parents=True, exist_ok=True)
     centres = {stem: [_centre(lm, face_type) for lm in lms] for stem, lms in faces_by_frame.items()}
     stems = [f.stem for f in frames]
+    position = {stem: k for k, stem in enumerate(stems)}
 
     def compose(frame: np.ndarray, items: list[FaceInput], c: MergeConfig) -> tuple[np.ndarray, np.ndarray]:
         """(merged frame, mask) as uint8; only the windows around the faces are touched."""
@@ -214,7 +215,7 @@ def merge(ws: Workspace, opts: MergeOptions) -> Report:
             if img is None:
                 raise UserError(f"{path} cannot be read as an image")
             items = []
-            k = stems.index(path.stem)
+            k = position[path.stem]
             around = (centres.get(stems[k - 1], []) if k else [], centres.get(stems[k + 1], []) if k + 1 < len(stems) else [])
             for lm, centre in zip(faces_by_frame.get(path.stem, []), centres.get(path.stem, [])):
                 motion = face_motion(centre, *around)
