@@ -25,13 +25,19 @@ def resolve_device(name: str | None) -> torch.device:
 
 
 def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
-    """The autocast dtype for `precision` on `device`; None = plain fp32 (always on the CPU)."""
+    """The autocast dtype for training at `precision` on `device`; None = plain fp32.
+
+    auto: bf16 on GPUs that have it (Ampere and newer), fp16 on Volta/Turing, fp32 on older GPUs
+    (Pascal, e.g. a GTX 1080: no tensor cores, fp16 is no faster there) and on the CPU. The CPU
+    uses bf16 only when asked (fast only with native bf16, see `cpu_has_native_bf16`)."""
     if device.type == "cpu" and precision == "bf16":
-        return torch.bfloat16  # asked for: CPU autocast (fast only with native bf16, see cpu_has_native_bf16)
+        return torch.bfloat16
     if device.type == "cpu" or precision == "fp32":
         return None
     if precision == "fp16":
         return torch.float16
+    if precision == "auto" and device.type == "cuda" and torch.cuda.get_device_capability(device) < (7, 0):
+        return None
     if precision == "bf16" or (device.type == "cuda" and torch.cuda.is_bf16_supported()):
         return torch.bfloat16
     return torch.float16

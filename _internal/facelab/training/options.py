@@ -22,7 +22,7 @@ class TrainOptions:
     model_name: str = option("Model name", "", ask=False, help="model to load or create; default: the most recent, else 'new'")
     device: str = option("Device", "auto", ask=False, help="auto, cpu, cuda, cuda:1, mps")
     precision: str = option("Precision", "auto", choices=("auto", "fp32", "bf16", "fp16"), ask=False,
-                            help="mixed precision on a GPU (auto: bf16 where supported, else fp16); the CPU trains in fp32 "
+                            help="mixed precision on a GPU (auto: bf16 where supported, fp16 on RTX 20xx/V100, fp32 on older GPUs); the CPU trains in fp32 "
                                  "unless bf16 is asked (about 1.8x faster on CPUs with native bf16)")  # fmt: skip
     compile: bool = option("torch.compile", False, ask=False, help="compile the training step (slow start, faster steps)")
     gpus: str = option("GPUs", "", ask=False,
