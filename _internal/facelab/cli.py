@@ -171,7 +171,10 @@ def _doctor() -> int:
         print(f"{'ok ' if check.ok else 'BAD'}  {check.name:<28} {check.detail}")
     bad = [c.name for c in checks if not c.ok]
     if bad:
-        raise UserError(f"the installation is incomplete ({', '.join(bad)}): run setup again")
+        from facelab.runtime import repair_hint
+
+        sys.stdout.flush()
+        raise UserError(f"the installation is incomplete ({', '.join(bad)}): {repair_hint()}")
     print("FaceLab is installed correctly.")
     return EXIT_OK
 

