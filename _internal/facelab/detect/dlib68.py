@@ -18,6 +18,23 @@ from facelab.types import ImageBGR, Landmarks68
 INSTALL = "_internal/venv/bin/pip install dlib-bin face-recognition-models"
 
 
+def registry_model(name: str) -> str:
+    """Path of one of dlib's model files in `face-recognition-models`, found without importing it.
+
+    (Its `__init__` imports `pkg_resources`, which current setuptools no longer has.)
+    """
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError(f"no dlib model {name}: pass --landmarker-weights PATH.dat or {INSTALL}")
+    path = Path(list(spec.submodule_search_locations)[0]) / "models" / name
+    if not path.is_file():
+        raise UserError(f"{path} is missing: {INSTALL}")
+    return str(path)
+
+
 @register_landmarker("dlib68")
 class Dlib68Landmarker(Landmarker):
     def __init__(self, weights: str | None = None, **_ignored):  # noqa: ANN003
@@ -26,12 +43,7 @@ class Dlib68Landmarker(Landmarker):
         except ImportError:
             raise UserError(f"the dlib68 landmarker needs dlib, an optional extra: {INSTALL}") from None
         if not weights:
-            try:
-                import face_recognition_models
-
-                weights = face_recognition_models.pose_predictor_model_location()
-            except ImportError:
-                raise UserError(f"no dlib 68-point model: pass --landmarker-weights PATH.dat or {INSTALL}") from None
+            weights = registry_model("shape_predictor_68_face_landmarks.dat")
         self._dlib = dlib
         self.predictor = dlib.shape_predictor(str(weights))
 
