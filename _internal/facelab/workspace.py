@@ -64,6 +64,10 @@ class Workspace:
     def logs_dir(self) -> Path:
         return self.root / "logs"
 
+    def default_options_path(self, model_suffix: str) -> Path:
+        """The options a new model of this kind starts from (DFL's `SAEHD_default_options.dat`)."""
+        return self.model_dir / f"{model_suffix}_default_options.json"
+
     def result_path(self, ext: str) -> Path:
         return self.root / f"result.{ext}"
 

@@ -27,9 +27,9 @@ def test_dfm_export_has_deepfacelives_contract_and_matches_pytorch(train_workspa
     meta = {p.key: p.value for p in model.metadata_props}
     assert meta["face_type"] == "full_face" and meta["resolution"] == "64" and meta["synthetic"] == "true"
 
-    from facelab.stages.merge import load_model
+    from facelab.models import store
 
-    net, _, _, _, _, _ = load_model(ws, "saehd", "", "cpu")
+    net = store.load(ws, "saehd", device="cpu").net
     face = np.random.default_rng(0).random((3, 64, 64, 3), dtype=np.float32)
     out = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"in_face:0": face})
     with torch.no_grad():

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -268,13 +269,14 @@ def test_xseg_masks_are_taken_at_xsegs_own_framing(train_workspace):
     """A whole-face XSeg under a full-face model: the masks land where XSeg saw them in the frame."""
     import torch
 
+    from facelab.models.store import LoadedModel
     from facelab.stages.merge import xseg_masks
 
     path = list_images(train_workspace.aligned_dir("dst"))[0]
     lm = read_meta(path).source_landmarks
     frame = read_image(train_workspace.frames_dir("dst") / read_meta(path).source_filename)
     swapped = np.random.default_rng(0).random((1, 3, 64, 64), np.float32)
-    xseg = (_DiscXSeg(), FaceType.WHOLE_FACE, 128, torch.device("cpu"))
+    xseg = LoadedModel(_DiscXSeg(), "xseg", FaceType.WHOLE_FACE, 128, 0, torch.device("cpu"), Path("XSeg"), {})
     prd, dst = xseg_masks(xseg, [frame], [lm], FaceType.FULL, 64, swapped)
     assert prd.shape == dst.shape == (1, 64, 64)
     disc = _DiscXSeg().predict(torch.zeros(1, 3, 128, 128))[0, 0].numpy()
@@ -299,7 +301,7 @@ def test_merge_with_xseg_mask_modes(merged_ws, script, tmp_path, monkeypatch):
     from facelab.models.xseg import XSegNet
     from facelab.options import resolve_options
     from facelab.stages.merge import MergeOptions, merge
-    from facelab.stages.xseg import model_dir
+    from facelab.models import store
     from facelab.ui import merger
 
     ws = copy_workspace(merged_ws, tmp_path / "ws")
@@ -326,7 +328,7 @@ def test_merge_with_xseg_mask_modes(merged_ws, script, tmp_path, monkeypatch):
     with torch.no_grad():  # a mask that covers XSeg's whole square
         net.out_conv.weight.zero_()
         net.out_conv.bias.fill_(4.0)
-    checkpoint.save(model_dir(ws), 1, {f"model.{k}": v for k, v in net.state_dict().items()}, {},
+    checkpoint.save(store.spec("xseg").folder(ws), 1, {f"model.{k}": v for k, v in net.state_dict().items()}, {},
                     {"model": "xseg", "options": {"base": 8, "resolution": 64, "face_type": "wf"}})  # fmt: skip
     merge(ws, opts)
     assert seen["mode"] == "xseg-prd" and seen["error"] == ""

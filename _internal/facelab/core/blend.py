@@ -320,6 +320,21 @@ register_mode("raw-predict")(lambda face, mask_s, cfg: face.pred_face)
 register_mode("original")(lambda face, mask_s, cfg: face.dst_crop)
 
 
+def compose_frame(frame: np.ndarray, faces: list[FaceInput], cfg: MergeConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(merged frame, mask) as uint8 for a BGR uint8 frame and its faces; only the windows
+    around the faces are touched. Each face sees the faces pasted before it (seamless)."""
+    if cfg.mode == "raw-predict" and faces:
+        pred = faces[0].pred_face
+        return (pred * 255 + 0.5).clip(0, 255).astype(np.uint8), np.full(pred.shape[:2], 255, np.uint8)
+    out, mask = frame.copy(), np.zeros(frame.shape[:2], np.float32)
+    for face in faces:
+        paste = paste_face(out, face, cfg)
+        if paste is not None:
+            paste.blend_into(out)
+            mask[paste.window] += paste.mask
+    return out, (np.minimum(mask, 1) * 255 + 0.5).astype(np.uint8)
+
+
 def contact_sheet(frame: np.ndarray, faces: list[FaceInput], cfg: MergeConfig, zoom_to_face: bool = True) -> np.ndarray:
     """The frame merged under every colour transfer, side by side with labels (BGR uint8), so
     the modes can be compared at a glance (DFL#5274)."""

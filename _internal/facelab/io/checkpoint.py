@@ -28,13 +28,13 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import torch
-from safetensors.torch import load_file, save_file
+from typing import TYPE_CHECKING, Any
 
 from facelab.errors import UserError
 from facelab.io.frames import fsync_dir
+
+if TYPE_CHECKING:  # torch is imported where tensors are read or written, not to list models
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +83,8 @@ def save(
     keep: int = KEEP,
 ) -> Path:
     """Write generation `iteration` atomically and prune to the newest `keep`."""
+    from safetensors.torch import save_file
+
     root = Path(model_dir) / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"{iteration:08d}"
@@ -129,11 +131,25 @@ def verify(folder: Path) -> str | None:
     return None
 
 
+def read_state(generation: Path) -> dict[str, Any] | None:
+    """A generation's `state.json` (options, iteration, ...), unverified; None if unreadable.
+
+    For showing and prompting without loading tensors; `load_latest` verifies before use.
+    """
+    try:
+        state = json.loads((generation / FILES[2]).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return state if isinstance(state, dict) else None
+
+
 def load_latest(model_dir: Path, map_location: str | torch.device = "cpu") -> Checkpoint | None:
     """The newest intact generation; None if the model has none at all (a new model).
 
     Raises UserError when generations exist but none is intact, so that nothing starts over them.
     """
+    from safetensors.torch import load_file
+
     gens = generations(model_dir)
     if not gens:
         return None

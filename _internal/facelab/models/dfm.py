@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 from facelab.core.landmarks import FaceType
 from facelab.errors import UserError
@@ -54,3 +55,29 @@ class DFMModel:
         nhwc = np.ascontiguousarray(x.detach().float().permute(0, 2, 3, 1).cpu().numpy())
         got = self.session.run(list(OUTPUTS), {INPUT: nhwc})
         return tuple(torch.from_numpy(t).permute(0, 3, 1, 2).to(x.device) for t in got)  # type: ignore[return-value]
+
+
+# ---------------------------------------------------------------- export (stages/export.py)
+
+
+class DFMWrapper(nn.Module):
+    """NHWC BGR in, DeepFaceLive's three outputs (NHWC) out."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, in_face: torch.Tensor):  # noqa: ANN201
+        face, face_mask, dst_mask = self.model.swap(in_face.permute(0, 3, 1, 2))
+        nhwc = lambda t: t.permute(0, 2, 3, 1)  # noqa: E731
+        return nhwc(dst_mask), nhwc(face), nhwc(face_mask)
+
+
+class XSegWrapper(nn.Module):
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, in_face: torch.Tensor) -> torch.Tensor:
+        m = torch.sigmoid(self.model(in_face.permute(0, 3, 1, 2))).clamp(0, 1)
+        return m.permute(0, 2, 3, 1)

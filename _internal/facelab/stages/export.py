@@ -16,52 +16,34 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
-from torch import nn
 
 from facelab.errors import UserError
 from facelab.labels import SYNTHETIC_TAGS
+from facelab.models import store
 from facelab.options import option
 from facelab.report import Report
 from facelab.workspace import Workspace
+
+if TYPE_CHECKING:
+    from torch import nn
 
 OPSET = 17
 
 
 @dataclass(frozen=True)
 class ExportOptions:
-    model: str = option("Model", "saehd", choices=("saehd", "quick96", "xseg"), ask=False, help="which model to export")
+    model: str = option("Model", "saehd", choices=tuple(store.SPECS), ask=False, help="which model to export")
     model_name: str = option("Model name", "", ask=False, help="default: the most recently trained one")
-
-
-class DFMWrapper(nn.Module):
-    """NHWC BGR in, DeepFaceLive's three outputs (NHWC) out."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, in_face: torch.Tensor):  # noqa: ANN201
-        face, face_mask, dst_mask = self.model.swap(in_face.permute(0, 3, 1, 2))
-        nhwc = lambda t: t.permute(0, 2, 3, 1)  # noqa: E731
-        return nhwc(dst_mask), nhwc(face), nhwc(face_mask)
-
-
-class XSegWrapper(nn.Module):
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, in_face: torch.Tensor) -> torch.Tensor:
-        m = torch.sigmoid(self.model(in_face.permute(0, 3, 1, 2))).clamp(0, 1)
-        return m.permute(0, 2, 3, 1)
 
 
 def export_onnx(module: nn.Module, res: int, path: Path, outputs: list[str], metadata: dict[str, str]) -> float:
     """Export, add metadata, verify with onnxruntime; returns the max |onnx - torch| difference."""
     import onnx
     import onnxruntime as ort
+    import torch
 
     module = module.eval().float()
     x = torch.rand(2, res, res, 3)
@@ -94,20 +76,17 @@ def export(ws: Workspace, opts: ExportOptions) -> Report:
     started = time.perf_counter()
     ws.require()
     meta = {"producer": "FaceLab", **SYNTHETIC_TAGS}
+    from facelab.models.dfm import DFMWrapper, XSegWrapper
+
+    model = store.load(ws, opts.model, opts.model_name, "cpu")
+    res, about = model.resolution, {**meta, "face_type": model.face_type.dfl_name, "resolution": str(model.resolution)}
     if opts.model == "xseg":
-        from facelab.stages.xseg import load_xseg, model_dir
-
-        net, face_type, res, _ = load_xseg(ws, "cpu")
-        path = model_dir(ws) / "XSeg_model.onnx"
-        diff = export_onnx(XSegWrapper(net), res, path, ["out_mask:0"], {**meta, "face_type": face_type.dfl_name,
-                           "resolution": str(res)})  # fmt: skip
+        path = model.folder / "XSeg_model.onnx"
+        diff = export_onnx(XSegWrapper(model.net), res, path, ["out_mask:0"], about)
     else:
-        from facelab.stages.merge import load_model
-
-        net, face_type, res, iteration, _, folder = load_model(ws, opts.model, opts.model_name, "cpu")
-        path = folder.parent / f"{folder.name}.dfm"
-        diff = export_onnx(DFMWrapper(net), res, path, ["out_face_mask:0", "out_celeb_face:0", "out_celeb_face_mask:0"],
-                           {**meta, "face_type": face_type.dfl_name, "resolution": str(res), "iteration": str(iteration)})  # fmt: skip
+        path = model.folder.parent / f"{model.folder.name}.dfm"
+        diff = export_onnx(DFMWrapper(model.net), res, path, ["out_face_mask:0", "out_celeb_face:0", "out_celeb_face_mask:0"],
+                           {**about, "iteration": str(model.iteration)})  # fmt: skip
     if diff > 1e-4:
         raise UserError(f"the exported {path.name} differs from the model by {diff:.2g}: please report this")
     return Report("export", f"{path} ({path.stat().st_size / 1e6:.1f} MB); onnxruntime matches PyTorch within {diff:.1e}",

@@ -58,7 +58,7 @@ def import_model(folder: Path, name: str, kind: str, target_root: Path, overwrit
     """Convert one DFL model; returns (FaceLab model folder, iteration)."""
     from facelab.models.dfl_import import load_dfl_weights
     from facelab.models.registry import create_model
-    from facelab.models.saehd import QUICK96, Architecture
+    from facelab.models import store
     from facelab.training.options import TrainOptions, model_options
 
     prefix = f"{name}_{kind}"
@@ -72,8 +72,7 @@ def import_model(folder: Path, name: str, kind: str, target_root: Path, overwrit
     model = KINDS[kind]
     known = set(options_to_dict(TrainOptions()))
     opts = options_from_dict(TrainOptions, {k: v for k, v in dfl_opts.items() if k in known} | {"model": model})
-    arch = QUICK96 if model == "quick96" else Architecture(opts.resolution, opts.archi, opts.ae_dims, opts.e_dims,
-                                                            opts.d_dims, opts.d_mask_dims)  # fmt: skip
+    arch = store.spec(model).architecture(options_to_dict(opts))
     net = create_model(model, arch)
     load_dfl_weights(net, folder, prefix, arch.kind)
     target = target_root / f"{name}_{kind}"

@@ -22,21 +22,28 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from itertools import islice
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
 
-from facelab.core.blend import COLOR_MODES, MASK_MODES, SHARPEN_MODES, FaceInput, MergeConfig, list_modes, motion_of, paste_face
+from facelab.core.blend import (
+    COLOR_MODES, MASK_MODES, SHARPEN_MODES, FaceInput, MergeConfig, compose_frame, list_modes, motion_of,
+)  # fmt: skip
 from facelab.core.landmarks import FaceType, get_transform_mat, transform_points
 from facelab.errors import ConfirmationNeeded, UserError
 from facelab.io.faceset import load_faceset
 from facelab.io.frames import encode_image, list_images, read_image, write_bytes_atomic, write_text_atomic
 from facelab.labels import label_png
 from facelab.log import progress
+from facelab.models import store
 from facelab.options import ask_yes_no, option, resolve_options
 from facelab.report import Report
 from facelab.ui import can_show_windows
 from facelab.workspace import Workspace
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -85,18 +92,6 @@ def merge_config(opts: MergeOptions) -> MergeConfig:
     return MergeConfig(**{k: getattr(opts, k) for k in MergeConfig.__dataclass_fields__})
 
 
-def model_folder(ws: Workspace, kind: str, name: str) -> Path:
-    """The folder of the named model, or of the most recently trained one."""
-    from facelab.stages.train import list_models, model_dir_of
-
-    if name:
-        return model_dir_of(ws, kind, name)
-    models = list_models(ws, kind)
-    if not models:
-        raise UserError(f"no trained {kind} model in {ws.model_dir}: run 6_train_{'SAEHD' if kind == 'saehd' else 'Quick96'} first")
-    return models[0][1]
-
-
 def resolve_merge(ws: Workspace, given: dict, interactive: bool) -> MergeOptions:
     """The options from flags and prompts; with the merger window and a saved session of the
     model, asks whether to reopen it (DFL: "Use saved session?")."""
@@ -104,7 +99,7 @@ def resolve_merge(ws: Workspace, given: dict, interactive: bool) -> MergeOptions
     if not (interactive and opts.interactive) or "session" in given:
         return opts
     try:
-        path = _session_file(Path(opts.onnx) if opts.onnx else model_folder(ws, opts.model, opts.model_name))
+        path = _session_file(Path(opts.onnx) if opts.onnx else store.find(ws, opts.model, opts.model_name))
         saved = json.loads(path.read_text(encoding="utf-8"))
         about = f"{len(saved['frames'])} frame configs, at frame {int(saved.get('index', 0)) + 1}"
     except (UserError, OSError, ValueError, KeyError, TypeError):
@@ -112,151 +107,131 @@ def resolve_merge(ws: Workspace, given: dict, interactive: bool) -> MergeOptions
     return replace(opts, session=ask_yes_no(f"Use the saved merger session ({about})", True))
 
 
-def load_model(ws: Workspace, kind: str, name: str, device: str):  # noqa: ANN201
-    """(model in eval mode, face type, resolution, iteration, torch device, folder) of a trained model."""
-    import torch
-
-    from facelab.io import checkpoint
-    from facelab.models.registry import create_model
-    from facelab.models.saehd import QUICK96, Architecture
-    from facelab.nn.device import resolve_device
-
-    folder = model_folder(ws, kind, name)
-    ckpt = checkpoint.load_latest(folder)
-    if ckpt is None:
-        raise UserError(f"{folder} has no checkpoint: train it first")
-    opts = ckpt.state.get("options", {})
-    arch = QUICK96 if kind == "quick96" else Architecture(**{k: ckpt.state["architecture"][k] for k in Architecture.__dataclass_fields__})
-    net = create_model(kind, arch)
-    net.load_state_dict({k[len("model."):]: v for k, v in ckpt.weights.items() if k.startswith("model.")})
-    dev = resolve_device(device)
-    face_type = FaceType.FULL if kind == "quick96" else FaceType.parse(opts.get("face_type", "f"))
-    return net.to(dev).eval(), face_type, arch.resolution, ckpt.iteration, torch.device(dev), folder
+# ---------------------------------------------------------------- the steps of a merge
 
 
-def merge(ws: Workspace, opts: MergeOptions) -> Report:
-    import torch
+@dataclass
+class FramePlan:
+    """The dst frames and the faces (frame-space landmarks) each one has."""
 
-    started = time.perf_counter()
-    ws.require()
-    if opts.interactive:
-        if not can_show_windows():
-            raise UserError("the merger window needs a display: run without --interactive (batch merge) on this machine")
-    cfg = merge_config(opts)
-    frames = list_images(ws.frames_dir("dst"))
-    if not frames:
-        raise UserError(f"{ws.frames_dir('dst')} has no frames: run 3_extract_images_dst first")
-    if opts.onnx:
-        from facelab.models.dfm import DFMModel
-        from facelab.nn.device import resolve_device
+    frames: list[Path]
+    faces: dict[str, list[np.ndarray]]
+    centres: dict[str, list[np.ndarray]]
+    position: dict[str, int]
 
-        net = DFMModel(Path(opts.onnx), opts.face_type, opts.device)
-        face_type, res, iteration, device, folder = net.face_type, net.resolution, net.iteration, torch.device("cpu"), Path(opts.onnx)
-        if xseg_wanted(opts.mask_mode):
-            device = resolve_device(opts.device)
-    else:
-        net, face_type, res, iteration, device, folder = load_model(ws, opts.model, opts.model_name, opts.device)
-    from facelab.nn.device import inference_dtype
+    def neighbours(self, stem: str) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """The face centres of the frames before and after (for motion blur)."""
+        k = self.position[stem]
+        before = self.centres.get(self.frames[k - 1].stem, []) if k else []
+        after = self.centres.get(self.frames[k + 1].stem, []) if k + 1 < len(self.frames) else []
+        return before, after
 
-    amp = inference_dtype(device, opts.precision)  # for the PyTorch models (onnxruntime runs the .dfm as it is)
-    precision = lambda: torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None)  # noqa: E731
-    xseg = None
 
-    def ensure_xseg() -> bool:
-        """Load the XSeg model the first time a mask mode needs it (UserError if none is trained);
-        True when it was loaded just now."""
-        nonlocal xseg
-        if xseg is not None:
-            return False
-        from facelab.stages.xseg import load_xseg
-
-        xseg = load_xseg(ws, opts.device)
-        return True
-
-    if xseg_wanted(opts.mask_mode):
-        ensure_xseg()
-    faces_by_frame: dict[str, list[np.ndarray]] = {}
+def plan_frames(ws: Workspace, frames: list[Path], face_type: FaceType) -> FramePlan:
+    faces: dict[str, list[np.ndarray]] = {}
     for face in sorted(load_faceset(ws.aligned_dir("dst")), key=lambda f: f.name):
         if face.meta is not None and face.meta.source_filename and face.meta.source_landmarks is not None:
-            faces_by_frame.setdefault(Path(face.meta.source_filename).stem, []).append(face.meta.source_landmarks)
-    if not faces_by_frame:
+            faces.setdefault(Path(face.meta.source_filename).stem, []).append(face.meta.source_landmarks)
+    if not faces:
         raise UserError(f"{ws.aligned_dir('dst')} has no faces: run 5_dst_faceset_extract first")
+    centres = {stem: [_centre(lm, face_type) for lm in lms] for stem, lms in faces.items()}
+    return FramePlan(frames, faces, centres, {f.stem: k for k, f in enumerate(frames)})
 
-    merged_dir, mask_dir = ws.merged_dir, ws.merged_mask_dir
-    merged_dir.mkdir(parents=True, exist_ok=True)
-    mask_dir.mkdir(parents=True, exist_ok=True)
-    centres = {stem: [_centre(lm, face_type) for lm in lms] for stem, lms in faces_by_frame.items()}
-    stems = [f.stem for f in frames]
-    position = {stem: k for k, stem in enumerate(stems)}
 
-    def compose(frame: np.ndarray, items: list[FaceInput], c: MergeConfig) -> tuple[np.ndarray, np.ndarray]:
-        """(merged frame, mask) as uint8; only the windows around the faces are touched."""
-        if c.mode == "raw-predict" and items:
-            return (items[0].pred_face * 255 + 0.5).clip(0, 255).astype(np.uint8), np.full(items[0].pred_face.shape[:2], 255, np.uint8)
-        out, mask = frame.copy(), np.zeros(frame.shape[:2], np.float32)
-        for item in items:  # each face sees the faces pasted before it (seamless)
-            paste = paste_face(out, item, c)
-            if paste is not None:
-                paste.blend_into(out)
-                mask[paste.window] += paste.mask
-        return out, (np.minimum(mask, 1) * 255 + 0.5).astype(np.uint8)
+@dataclass
+class Swapper:
+    """The models a merge runs (the swap model, XSeg when a mask mode needs it) and how a chunk
+    of frames goes through them."""
 
-    def composite(path: Path, frame: np.ndarray, items: list[FaceInput]) -> int:
-        out, mask = compose(frame, items, per_frame.get(path.stem, cfg))
-        write_bytes_atomic(merged_dir / f"{path.stem}.png", label_png(encode_image(out, ".png", fast_png=True)))
-        write_bytes_atomic(mask_dir / f"{path.stem}.png", encode_image(mask, ".png", fast_png=True))
-        return len(items)
+    net: Any  # a SAEHD / Quick96 module, or a DFMModel (onnxruntime)
+    face_type: FaceType
+    res: int
+    iteration: int
+    folder: Path  # the model folder, or the .dfm file
+    device: torch.device  # where XSeg (and the PyTorch model) run
+    amp: torch.dtype | None  # autocast dtype of the PyTorch models, None: fp32
+    onnx: bool
+    xseg_device: str
+    xseg: store.LoadedModel | None = None
 
-    def infer(chunk: list[Path], pool: ThreadPoolExecutor) -> list[tuple[Path, np.ndarray, list[FaceInput]]]:
+    def precision(self):  # noqa: ANN201 - a context manager
+        import torch
+
+        return torch.autocast(self.device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None)
+
+    def ensure_xseg(self, ws: Workspace) -> bool:
+        """Load the XSeg model the first time a mask mode needs it (UserError if none is
+        trained); True when it was loaded just now."""
+        if self.xseg is not None:
+            return False
+        self.xseg = store.load(ws, "xseg", device=self.xseg_device)
+        return True
+
+    def infer(self, chunk: list[Path], plan: FramePlan, pool: ThreadPoolExecutor) -> list[tuple[Path, np.ndarray, list[FaceInput]]]:
         """Read a chunk of frames, cut their faces and run them through the model(s) as one batch."""
+        import torch
+
         images = list(pool.map(read_image, chunk))
         jobs, crops, where = [], [], []
         for path, img in zip(chunk, images):
             if img is None:
                 raise UserError(f"{path} cannot be read as an image")
             items = []
-            k = position[path.stem]
-            around = (centres.get(stems[k - 1], []) if k else [], centres.get(stems[k + 1], []) if k + 1 < len(stems) else [])
-            for lm, centre in zip(faces_by_frame.get(path.stem, []), centres.get(path.stem, [])):
-                motion = face_motion(centre, *around)
-                mat = get_transform_mat(lm, res, face_type)
-                crop = cv2.warpAffine(img, mat, (res, res), flags=cv2.INTER_CUBIC).astype(np.float32) / 255
+            around = plan.neighbours(path.stem)
+            for lm, centre in zip(plan.faces.get(path.stem, []), plan.centres.get(path.stem, [])):
+                mat = get_transform_mat(lm, self.res, self.face_type)
+                crop = cv2.warpAffine(img, mat, (self.res, self.res), flags=cv2.INTER_CUBIC).astype(np.float32) / 255
                 crops.append(crop)
                 where.append((len(jobs), len(items)))
-                items.append([lm, crop, motion])
+                items.append([lm, crop, face_motion(centre, *around)])
             jobs.append((path, img, items))
         if crops:
-            x = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).to(device)
-            with precision():
-                face, face_mask, dst_mask = (t.float().cpu().numpy() for t in net.swap(x))
+            x = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).to(self.device)
+            with self.precision():
+                face, face_mask, dst_mask = (t.float().cpu().numpy() for t in self.net.swap(x))
             xp = xd = None
-            if xseg is not None:
+            if self.xseg is not None:
                 lms = [jobs[j][2][i][0] for j, i in where]
-                with precision():
-                    xp, xd = xseg_masks(xseg, [jobs[j][1] for j, _ in where], lms, face_type, res, face)
+                with self.precision():
+                    xp, xd = xseg_masks(self.xseg, [jobs[j][1] for j, _ in where], lms, self.face_type, self.res, face)
             for n, (j, i) in enumerate(where):
                 lm, crop, motion = jobs[j][2][i]
-                jobs[j][2][i] = FaceInput(lm, face_type, res, face[n].transpose(1, 2, 0), face_mask[n, 0], dst_mask[n, 0], crop,
-                                          None if xp is None else xp[n], None if xd is None else xd[n], motion)  # fmt: skip
+                jobs[j][2][i] = FaceInput(lm, self.face_type, self.res, face[n].transpose(1, 2, 0), face_mask[n, 0], dst_mask[n, 0],
+                                          crop, None if xp is None else xp[n], None if xd is None else xd[n], motion)  # fmt: skip
         return jobs
 
-    def settle(futures: list) -> None:
-        for fut in futures:
-            n_faces = fut.result()
-            counts["frames"] += 1
-            counts["faces"] += n_faces
-            counts["no_face"] += n_faces == 0
-            bar.update(1)
 
-    per_frame: dict[str, MergeConfig] = {}
-    if opts.interactive:
-        per_frame, finished = _interactive(opts, cfg, frames, folder, iteration, infer, compose, ensure_xseg, ws.root)
-        if not finished:
-            return Report("merge", f"merger window closed: session saved to {_session_file(folder)}; nothing merged "
-                          "(run again to go on, Esc in the window merges every frame)", time.perf_counter() - started)  # fmt: skip
-        if any(xseg_wanted(c.mask_mode) for c in per_frame.values()):
-            ensure_xseg()
-    session = {"config": asdict(cfg), "model": folder.name, "iteration": iteration}
+def load_swapper(ws: Workspace, opts: MergeOptions) -> Swapper:
+    """The swap model (a trained one, or an exported .dfm through onnxruntime), and XSeg if the
+    mask mode needs it now."""
+    import torch
+
+    from facelab.nn.device import inference_dtype, resolve_device
+
+    if opts.onnx:
+        from facelab.models.dfm import DFMModel
+
+        net = DFMModel(Path(opts.onnx), opts.face_type, opts.device)
+        device = torch.device(resolve_device(opts.device)) if xseg_wanted(opts.mask_mode) else torch.device("cpu")
+        swapper = Swapper(net, net.face_type, net.resolution, net.iteration, Path(opts.onnx), device, None, True, opts.device)
+    else:
+        model = store.load(ws, opts.model, opts.model_name, opts.device)
+        swapper = Swapper(model.net, model.face_type, model.resolution, model.iteration, model.folder, model.device, None,
+                          False, opts.device)  # fmt: skip
+    swapper.amp = inference_dtype(swapper.device, opts.precision)  # onnxruntime runs the .dfm as it is
+    if xseg_wanted(opts.mask_mode):
+        swapper.ensure_xseg(ws)
+    return swapper
+
+
+def prepare_output(ws: Workspace, opts: MergeOptions, cfg: MergeConfig, per_frame: dict[str, MergeConfig],
+                   swapper: Swapper, frames: list[Path]) -> list[Path]:  # fmt: skip
+    """Record this merge's session in merged/; replace frames of another session (asking first,
+    except for the window's own session); return the frames still to merge."""
+    merged_dir, mask_dir = ws.merged_dir, ws.merged_mask_dir
+    merged_dir.mkdir(parents=True, exist_ok=True)
+    mask_dir.mkdir(parents=True, exist_ok=True)
+    session = {"config": asdict(cfg), "model": swapper.folder.name, "iteration": swapper.iteration}
     if per_frame:
         session["frames"] = {stem: asdict(c) for stem, c in per_frame.items() if c != cfg}
     session_path = merged_dir / SESSION
@@ -273,35 +248,89 @@ def merge(ws: Workspace, opts: MergeOptions) -> Report:
             p.unlink()
     write_text_atomic(session_path, json.dumps(session, indent=1))
     done = {p.stem for p in list_images(merged_dir)} & {p.stem for p in list_images(mask_dir)}
-    todo = [f for f in frames if f.stem not in done]
-    counts = {"frames": 0, "faces": 0, "no_face": 0, "skipped": len(frames) - len(todo)}
+    return [f for f in frames if f.stem not in done]
+
+
+def write_merged(ws: Workspace, path: Path, frame: np.ndarray, faces: list[FaceInput], cfg: MergeConfig) -> int:
+    """Composite one frame and write it (labelled) and its mask; returns its number of faces."""
+    out, mask = compose_frame(frame, faces, cfg)
+    write_bytes_atomic(ws.merged_dir / f"{path.stem}.png", label_png(encode_image(out, ".png", fast_png=True)))
+    write_bytes_atomic(ws.merged_mask_dir / f"{path.stem}.png", encode_image(mask, ".png", fast_png=True))
+    return len(faces)
+
+
+def merge_frames(ws: Workspace, opts: MergeOptions, cfg: MergeConfig, per_frame: dict[str, MergeConfig],
+                 swapper: Swapper, plan: FramePlan, todo: list[Path]) -> dict:  # fmt: skip
+    """The batch loop: chunks of frames through the model, each chunk composited in the worker
+    threads while the next one runs through the model. Returns the counts."""
+    import torch
+
+    counts = {"frames": 0, "faces": 0, "no_face": 0, "skipped": len(plan.frames) - len(todo)}
     bar = progress(total=len(todo), desc="merge", unit="frame")
-    loop_started = time.perf_counter()
+    started = time.perf_counter()
+
+    def settle(futures: list) -> None:
+        for fut in futures:
+            n_faces = fut.result()
+            counts["frames"] += 1
+            counts["faces"] += n_faces
+            counts["no_face"] += n_faces == 0
+            bar.update(1)
+
     pending: list = []
     with ThreadPoolExecutor(opts.workers) as pool, torch.no_grad():
         if opts.contact_sheet:
-            first = next((f for f in frames if f.stem in faces_by_frame), None)
+            first = next((f for f in plan.frames if f.stem in plan.faces), None)
             if first is not None:
-                (_, img, items), = infer([first], pool)
+                (_, img, items), = swapper.infer([first], plan, pool)
                 write_contact_sheet(ws.root / "merge_contact_sheet.png", img, items, cfg)
         it = iter(todo)
         while chunk := list(islice(it, CHUNK)):
-            jobs = infer(chunk, pool)
+            jobs = swapper.infer(chunk, plan, pool)
             settle(pending)  # the previous chunk composited while this one ran through the model
-            pending = [pool.submit(composite, *job) for job in jobs]
+            pending = [pool.submit(write_merged, ws, path, img, items, per_frame.get(path.stem, cfg)) for path, img, items in jobs]
         settle(pending)
     bar.close()
-    counts["merging_seconds"] = round(time.perf_counter() - loop_started, 3)  # without loading the model and faces
+    counts["merging_seconds"] = round(time.perf_counter() - started, 3)  # without loading the model and faces
+    return counts
+
+
+def _summary(ws: Workspace, opts: MergeOptions, cfg: MergeConfig, per_frame: dict, swapper: Swapper, counts: dict) -> str:
     how = "each frame with its config from the merger window" if per_frame else f"{cfg.mode}, mask {cfg.mask_mode}, colour {cfg.color_transfer}"
-    summary = (f"{counts['frames']} frames merged ({counts['faces']} faces, {how}) with {folder.name}"
-               + (f" via onnxruntime ({net.providers[0]})" if opts.onnx else f" at iteration {iteration}")
-               + (f" ({str(amp).removeprefix('torch.')})" if amp is not None and (xseg is not None or not opts.onnx) else "")
-               + f" -> {merged_dir}; {counts['no_face']} without a face copied")  # fmt: skip
+    amp = swapper.amp
+    summary = (f"{counts['frames']} frames merged ({counts['faces']} faces, {how}) with {swapper.folder.name}"
+               + (f" via onnxruntime ({swapper.net.providers[0]})" if swapper.onnx else f" at iteration {swapper.iteration}")
+               + (f" ({str(amp).removeprefix('torch.')})" if amp is not None and (swapper.xseg is not None or not swapper.onnx) else "")
+               + f" -> {ws.merged_dir}; {counts['no_face']} without a face copied")  # fmt: skip
     if counts["skipped"]:
         summary += f"; {counts['skipped']} already merged"
     if opts.contact_sheet:
         summary += f"; colour contact sheet: {ws.root / 'merge_contact_sheet.png'}"
-    return Report("merge", summary, time.perf_counter() - started, counts)
+    return summary
+
+
+def merge(ws: Workspace, opts: MergeOptions) -> Report:
+    started = time.perf_counter()
+    ws.require()
+    if opts.interactive and not can_show_windows():
+        raise UserError("the merger window needs a display: run without --interactive (batch merge) on this machine")
+    cfg = merge_config(opts)
+    frames = list_images(ws.frames_dir("dst"))
+    if not frames:
+        raise UserError(f"{ws.frames_dir('dst')} has no frames: run 3_extract_images_dst first")
+    swapper = load_swapper(ws, opts)
+    plan = plan_frames(ws, frames, swapper.face_type)
+    per_frame: dict[str, MergeConfig] = {}
+    if opts.interactive:
+        per_frame, finished = _interactive(ws, opts, cfg, swapper, plan)
+        if not finished:
+            return Report("merge", f"merger window closed: session saved to {_session_file(swapper.folder)}; nothing merged "
+                          "(run again to go on, Esc in the window merges every frame)", time.perf_counter() - started)  # fmt: skip
+        if any(xseg_wanted(c.mask_mode) for c in per_frame.values()):
+            swapper.ensure_xseg(ws)
+    todo = prepare_output(ws, opts, cfg, per_frame, swapper, frames)
+    counts = merge_frames(ws, opts, cfg, per_frame, swapper, plan, todo)
+    return Report("merge", _summary(ws, opts, cfg, per_frame, swapper, counts), time.perf_counter() - started, counts)
 
 
 def _session_file(folder: Path) -> Path:
@@ -309,61 +338,63 @@ def _session_file(folder: Path) -> Path:
     return folder / "merger_session.json" if folder.is_dir() else folder.with_name(f"{folder.name}.merger_session.json")
 
 
-def _interactive(opts: MergeOptions, cfg: MergeConfig, frames: list[Path], folder: Path, iteration: int, infer, compose,  # noqa: ANN001
-                 ensure_xseg, sheet_dir: Path) -> tuple[dict[str, MergeConfig], bool]:  # noqa: ANN001 fmt: skip
+def _interactive(ws: Workspace, opts: MergeOptions, cfg: MergeConfig, swapper: Swapper,
+                 plan: FramePlan) -> tuple[dict[str, MergeConfig], bool]:  # fmt: skip
     """Run the window; returns (a config for every frame, whether the user asked to merge).
 
     An XSeg mask mode chosen in the window loads the XSeg model then; without one the window
     says so (`render` raises UserError) and keeps the config."""
+    import torch
+
     from facelab.ui.merger import run_merger_window
 
-    path = _session_file(folder)
-    configs: dict[str, MergeConfig] = {}
-    index = 0
-    if opts.session and path.exists():
-        try:
-            saved = json.loads(path.read_text(encoding="utf-8"))
-            configs = {stem: MergeConfig(**c) for stem, c in saved["frames"].items()}
-            index = int(saved.get("index", 0))
-            log.info("merger session from %s: %d frame configs, at frame %d", path, len(configs), index + 1)
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            log.warning("ignoring the merger session %s (%s)", path, e)
-            configs, index = {}, 0
+    path = _session_file(swapper.folder)
+    configs, index = _read_window_session(path) if opts.session and path.exists() else ({}, 0)
     cache: dict[int, tuple[np.ndarray, list]] = {}
+    frames, stems = plan.frames, [f.stem for f in plan.frames]
 
     def faces(i: int, c: MergeConfig) -> tuple[np.ndarray, list[FaceInput]]:
         """Frame i and its faces through the model(s), kept for the next key presses."""
-        if xseg_wanted(c.mask_mode) and ensure_xseg():
+        if xseg_wanted(c.mask_mode) and swapper.ensure_xseg(ws):
             cache.clear()  # the cached faces have no XSeg masks yet
         if i not in cache:
             if len(cache) > 8:
                 cache.pop(next(iter(cache)))
-            with ThreadPoolExecutor(1) as pool:
-                import torch
-
-                with torch.no_grad():
-                    (_, img, items), = infer([frames[i]], pool)
+            with ThreadPoolExecutor(1) as pool, torch.no_grad():
+                (_, img, items), = swapper.infer([frames[i]], plan, pool)
             cache[i] = (img, items)
         return cache[i]
 
     def render(i: int, c: MergeConfig) -> tuple[np.ndarray, np.ndarray]:
-        return compose(*faces(i, c), c)
+        return compose_frame(*faces(i, c), c)
 
     def sheet(i: int, c: MergeConfig) -> tuple[np.ndarray, str]:
         img, items = faces(i, c)
         if not items:
             raise UserError(f"frame {stems[i]} has no face: go to a frame with one to compare the colour transfers")
-        path = sheet_dir / f"merge_contact_sheet_{stems[i]}.png"
-        return write_contact_sheet(path, img, items, c), str(path)
+        target = ws.root / f"merge_contact_sheet_{stems[i]}.png"
+        return write_contact_sheet(target, img, items, c), str(target)
 
-    stems = [f.stem for f in frames]
     finished, index = run_merger_window(stems, configs, render, cfg, index, contact_sheet=sheet)
     last = cfg
     for stem in stems:  # frames never shown take the config of the frame before them, as in the window
         last = configs.setdefault(stem, last)
-    write_text_atomic(path, json.dumps({"model": folder.name, "iteration": iteration, "index": index,
+    write_text_atomic(path, json.dumps({"model": swapper.folder.name, "iteration": swapper.iteration, "index": index,
                                         "frames": {stem: asdict(c) for stem, c in configs.items()}}, indent=1))  # fmt: skip
     return configs, finished
+
+
+def _read_window_session(path: Path) -> tuple[dict[str, MergeConfig], int]:
+    """The window's saved per-frame configs and place; nothing (with a warning) if unreadable."""
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        configs = {stem: MergeConfig(**c) for stem, c in saved["frames"].items()}
+        index = int(saved.get("index", 0))
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        log.warning("ignoring the merger session %s (%s)", path, e)
+        return {}, 0
+    log.info("merger session from %s: %d frame configs, at frame %d", path, len(configs), index + 1)
+    return configs, index
 
 
 def write_contact_sheet(path: Path, frame: np.ndarray, faces: list[FaceInput], cfg: MergeConfig) -> np.ndarray:
@@ -395,8 +426,8 @@ def _centre(landmarks: np.ndarray, face_type: FaceType) -> np.ndarray:
     return transform_points(np.array([[128.0, 128.0]]), mat, invert=True)[0]
 
 
-def xseg_masks(xseg, frames: list[np.ndarray], landmarks: list[np.ndarray], face_type: FaceType, res: int,  # noqa: ANN001
-               swapped: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+def xseg_masks(xseg: store.LoadedModel, frames: list[np.ndarray], landmarks: list[np.ndarray], face_type: FaceType,
+               res: int, swapped: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """XSeg masks (N x S x S, at the model's framing) of the swapped faces and of the dst faces.
 
     XSeg sees each face at its own framing (face type and size), as it was trained: the dst face
@@ -405,7 +436,7 @@ def xseg_masks(xseg, frames: list[np.ndarray], landmarks: list[np.ndarray], face
     both use the same face type.) `swapped`: N x 3 x S x S float [0, 1]."""
     import torch
 
-    net, xseg_type, xres, device = xseg
+    net, xseg_type, xres, device = xseg.net, xseg.face_type, xseg.resolution, xseg.device
     dst_in, prd_in, back = [], [], []
     ones = np.ones((res, res), np.float32)
     for frame, lm, face in zip(frames, landmarks, swapped):

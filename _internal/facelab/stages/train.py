@@ -19,18 +19,18 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import replace
 import shutil
 import signal
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from facelab.errors import UserError
-from facelab.io import checkpoint
 from facelab.io.frames import write_text_atomic
+from facelab.models import store
 from facelab.options import OptionSpec, ask_option, ask_yes_no, resolve_options, wait_for_enter
 from facelab.report import Report
 from facelab.ui import can_show_windows
@@ -40,43 +40,15 @@ from facelab.workspace import Workspace
 
 log = logging.getLogger(__name__)
 
-SUFFIX = {"saehd": "SAEHD", "quick96": "Quick96"}
-
-
-def model_dir_of(ws: Workspace, model: str, name: str) -> Path:
-    return ws.model_dir / f"{name}_{SUFFIX[model]}"
-
-
-def list_models(ws: Workspace, model: str) -> list[tuple[str, Path]]:
-    """(name, folder) of the models of this kind, most recently trained first."""
-    suffix = "_" + SUFFIX[model]
-    found = []
-    if ws.model_dir.is_dir():
-        for p in ws.model_dir.iterdir():
-            if p.is_dir() and p.name.endswith(suffix) and checkpoint.generations(p):
-                found.append((p.name[: -len(suffix)], p, checkpoint.generations(p)[0].stat().st_mtime))
-    return [(n, p) for n, p, _ in sorted(found, key=lambda t: -t[2])]
-
-
-def saved_options(model_dir: Path) -> dict | None:
-    """Options of the newest generation (unverified: only to show and prompt; loading verifies)."""
-    for gen in checkpoint.generations(model_dir):
-        try:
-            return json.loads((gen / "state.json").read_text(encoding="utf-8")).get("options")
-        except (OSError, ValueError):
-            continue
-    return None
-
-
 def _choose_model(ws: Workspace, model: str, interactive: bool) -> str:
     while True:
-        models = list_models(ws, model)
+        models = store.list_trained(ws, model)
         if not interactive:
             return models[0][0] if models else "new"
         if not models:
             spec = OptionSpec(key="name", title="Name of the new model", kind=str, default="new")
             return _valid_name(ask_option(spec, "new"))
-        _say(f"Choose one of the saved {SUFFIX[model]} models, or enter a name to create a new one:")
+        _say(f"Choose one of the saved {store.spec(model).suffix} models, or enter a name to create a new one:")
         for i, (name, _) in enumerate(models):
             _say(f"[{i}] : {name}" + (" - latest" if i == 0 else ""))
         _say("[r] : rename\n[d] : delete")
@@ -92,7 +64,7 @@ def _choose_model(ws: Workspace, model: str, interactive: bool) -> str:
             name, folder = models[int(pick)]
             if answer == "r":
                 new = _valid_name(ask_option(OptionSpec(key="new", title="New name", kind=str, default=name), name))
-                target = model_dir_of(ws, model, new)
+                target = store.spec(model).folder(ws, new)
                 if target.exists():
                     _say(f"{target.name} exists already")
                 else:
@@ -121,18 +93,19 @@ def resolve_train(ws: Workspace, given: dict[str, Any], interactive: bool) -> Tr
     model = given.get("model", "saehd")
     name = given.get("model_name") or _choose_model(ws, model, interactive)
     given = {**given, "model_name": _valid_name(name)}
-    folder = model_dir_of(ws, model, name)
-    saved = saved_options(folder)
+    spec = store.spec(model)
+    folder = spec.folder(ws, name)
+    saved = store.saved_options(folder)
+    asks = interactive and not spec.fixed_recipe
     if saved is None:  # a new model
-        defaults_path = ws.model_dir / f"{SUFFIX[model]}_default_options.json"
         try:
-            defaults = json.loads(defaults_path.read_text(encoding="utf-8"))
+            defaults = json.loads(spec.default_options_path(ws).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             defaults = None
-        if interactive and model == "saehd":
-            _say(f"Creating the new model {name}_{SUFFIX[model]}. Press Enter to take a value in brackets, ? for help.")
-        return resolve_options(TrainOptions, given, saved=defaults, interactive=interactive and model == "saehd")
-    override = interactive and model == "saehd" and wait_for_enter(2, "Press Enter within 2 seconds to override model settings.")
+        if asks:
+            _say(f"Creating the new model {folder.name}. Press Enter to take a value in brackets, ? for help.")
+        return resolve_options(TrainOptions, given, saved=defaults, interactive=asks)
+    override = asks and wait_for_enter(2, "Press Enter within 2 seconds to override model settings.")
     return resolve_options(TrainOptions, given, saved=saved, interactive=override, resuming=True)
 
 
@@ -162,17 +135,16 @@ def _torchrun_device() -> str:
 
 def _train_distributed(ws: Workspace, opts: TrainOptions, folder: Path, devices: list[str], started: float) -> Report:
     """One process per device (DistributedDataParallel); see training.distributed."""
-    from facelab.core.landmarks import FaceType
     from facelab.options import options_to_dict
     from facelab.training.data import FacesetCache
     from facelab.training.distributed import launch
 
-    res = 96 if opts.model == "quick96" else opts.resolution
-    face_type = FaceType.FULL if opts.model == "quick96" else FaceType.parse(opts.face_type)
+    spec, flat = store.spec(opts.model), options_to_dict(opts)
+    res, face_type = spec.resolution(flat), spec.face_type(flat)
     for side in ("src", "dst"):  # built once here, before the workers start reading
         FacesetCache.load_or_build(ws.aligned_dir(side), folder / "cache", side, res, face_type)
     log.info("%s: training on %s (one process each)", folder.name, ", ".join(devices))
-    result = launch(devices, folder, options_to_dict(opts), ws.aligned_dir("src"), ws.aligned_dir("dst"))
+    result = launch(devices, folder, flat, ws.aligned_dir("src"), ws.aligned_dir("dst"))
     return Report("train", f"{folder.name}: {result['iterations']} iterations on {len(devices)} devices, now at "
                   f"{result['iteration']}; saved to {result['saved']}", time.perf_counter() - started, result)  # fmt: skip
 
@@ -209,7 +181,8 @@ def train(ws: Workspace, opts: TrainOptions) -> Report:
     started = time.perf_counter()
     ws.require()
     name = opts.model_name or "new"
-    folder = model_dir_of(ws, opts.model, name)
+    spec = store.spec(opts.model)
+    folder = spec.folder(ws, name)
     folder.mkdir(parents=True, exist_ok=True)
     devices = parse_devices(opts.gpus)
     if len(devices) > 1:
@@ -218,14 +191,14 @@ def train(ws: Workspace, opts: TrainOptions) -> Report:
     if rank.world > 1:
         opts = replace(opts, device=_torchrun_device(), preview=False)
     trainer = Trainer(folder, opts, ws.aligned_dir("src"), ws.aligned_dir("dst"), rank)
-    defaults_path = ws.model_dir / f"{SUFFIX[opts.model]}_default_options.json"
-    if opts.model == "saehd" and not defaults_path.exists():
+    defaults_path = spec.default_options_path(ws)
+    if not spec.fixed_recipe and not defaults_path.exists():
         write_text_atomic(defaults_path, json.dumps(model_options(opts), indent=1))
     if opts.target_iter and trainer.iteration >= opts.target_iter:
         return Report("train", f"{folder.name} is already at iteration {trainer.iteration} (target {opts.target_iter})",
                       time.perf_counter() - started, {"iteration": trainer.iteration})  # fmt: skip
     log.info("%s: %s on %s, %d src and %d dst faces, starting at iteration %d; Ctrl+C saves and stops",
-             folder.name, trainer.arch.archi if opts.model == "saehd" else "quick96", trainer.device,
+             folder.name, f"{opts.model} {trainer.arch.archi}", trainer.device,
              len(trainer.data["src"].cache), len(trainer.data["dst"].cache), trainer.iteration)  # fmt: skip
     stop = threading.Event()
     previous = None

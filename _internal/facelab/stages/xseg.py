@@ -23,11 +23,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from facelab.core.landmarks import FaceType, get_transform_mat
+from facelab.core.landmarks import get_transform_mat
 from facelab.errors import ConfirmationNeeded, UserError
 from facelab.io.faceimage import write_meta
 from facelab.io.faceset import load_faceset
 from facelab.log import iterate
+from facelab.models import store
 from facelab.options import option, options_from_dict
 from facelab.report import Report
 from facelab.ui import can_show_windows
@@ -62,10 +63,6 @@ def _folders(ws: Workspace, side: str) -> list[Path]:
     return [ws.aligned_dir(s) for s in (("src", "dst") if side == "both" else (side,))]  # type: ignore[arg-type]
 
 
-def model_dir(ws: Workspace) -> Path:
-    return ws.model_dir / "XSeg"
-
-
 def run(ws: Workspace, opts: XSegOptions) -> Report:
     started = time.perf_counter()
     ws.require()
@@ -84,14 +81,12 @@ def _train(ws: Workspace, opts: XSegOptions) -> tuple[str, dict]:
     from facelab.io import checkpoint
     from facelab.training.xseg import XSegTrainer, XSegTrainOptions
 
-    folder = model_dir(ws)
+    folder = store.spec("xseg").folder(ws)
     latest = checkpoint.generations(folder)
     flat = {k: getattr(opts, k) for k in ("face_type", "batch_size", "pretrain", "target_iter", "autosave_minutes",
                                           "resolution", "base", "device", "preview", "seed", "pretraining_data_dir")}  # fmt: skip
     if latest:  # fixed options come from the model
-        import json
-
-        saved = json.loads((latest[0] / "state.json").read_text(encoding="utf-8")).get("options", {})
+        saved = store.saved_options(folder) or {}
         for key in ("face_type", "resolution", "base"):
             if key in saved:
                 flat[key] = saved[key]
@@ -123,28 +118,11 @@ def _train(ws: Workspace, opts: XSegOptions) -> tuple[str, dict]:
 # ---------------------------------------------------------------- apply
 
 
-def load_xseg(ws: Workspace, device: str = "auto"):  # noqa: ANN201
-    """(network in eval mode, its face type, its resolution, torch device) of the newest XSeg model."""
-    import torch
-
-    from facelab.io import checkpoint
-    from facelab.models.registry import create_model
-    from facelab.nn.device import resolve_device
-
-    ckpt = checkpoint.load_latest(model_dir(ws))
-    if ckpt is None:
-        raise UserError(f"no trained XSeg model in {model_dir(ws)}: run 5_xseg_train first")
-    options = ckpt.state.get("options", {})
-    dev = resolve_device(device)
-    net = create_model("xseg", int(options.get("base", 32)), int(options.get("resolution", 256)))
-    net.load_state_dict({k[len("model."):]: v for k, v in ckpt.weights.items()})
-    return net.to(dev).eval(), FaceType.parse(options.get("face_type", "wf")), int(options.get("resolution", 256)), torch.device(dev)
-
-
 def _apply(ws: Workspace, opts: XSegOptions) -> tuple[str, dict]:
     import torch
 
-    net, model_type, res, device = load_xseg(ws, opts.device)
+    model = store.load(ws, "xseg", device=opts.device)
+    net, model_type, res, device = model.net, model.face_type, model.resolution, model.device
     done = skipped = 0
     for folder in _folders(ws, opts.side):
         faces = [f for f in load_faceset(folder) if f.meta is not None and f.path is not None]

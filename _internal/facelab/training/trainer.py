@@ -31,11 +31,13 @@ from facelab.core.landmarks import FaceType
 from facelab.errors import UserError
 from facelab.io import checkpoint
 from facelab.models.registry import create_model
-from facelab.models.saehd import QUICK96, Architecture, SAEHD
+from facelab.models import store
+from facelab.models.saehd import SAEHD
 from facelab.nn import losses as L
 from facelab.nn.augment import AugmentSettings, augment
 from facelab.nn.device import autocast_dtype, cpu_has_native_bf16, resolve_device
 from facelab.nn.optim import AdaBelief, RMSprop
+from facelab.options import options_to_dict
 from facelab.training.control import TrainingControl
 from facelab.training.data import BatchSampler, DeviceFaceset, FacesetCache
 from facelab.training.distributed import Rank, agree, all_reduce_
@@ -68,19 +70,19 @@ class Trainer:
         self.model_dir = Path(model_dir)
         self.rank = rank or Rank()
         self.opts = opts
-        self.quick = opts.model == "quick96"
+        self.spec = store.spec(opts.model)
+        self.quick = self.spec.fixed_recipe  # DFL's Quick96 recipe: batch 4, random warp, no options
         self.device = resolve_device(opts.device)
         self.amp_dtype = autocast_dtype(self.device, opts.precision)
         if self.device.type == "cpu" and self.amp_dtype is not None and not cpu_has_native_bf16() and self.rank.is_main:
             log.warning("this CPU has no native bf16: training in bf16 will be slower than fp32 (--precision fp32)")
-        self.arch = QUICK96 if self.quick else Architecture(opts.resolution, opts.archi, opts.ae_dims, opts.e_dims,
-                                                             opts.d_dims, opts.d_mask_dims)  # fmt: skip
+        self.arch = self.spec.architecture(options_to_dict(opts))
         try:
             self.arch.check()
         except ValueError as exc:
             raise UserError(str(exc)) from None
         self.res = self.arch.resolution
-        self.face_type = FaceType.FULL if self.quick else FaceType.parse(opts.face_type)
+        self.face_type = self.spec.face_type(options_to_dict(opts))
 
         ckpt = checkpoint.load_latest(self.model_dir)  # raises rather than start over a damaged model
         seed = int(ckpt.state["seed"]) if ckpt else (opts.seed or random.SystemRandom().randrange(1, 2**31))
