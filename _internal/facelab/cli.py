@@ -36,9 +36,9 @@ class Command:
 
     Attributes:
         name: the sub-command, as scripts call it.
-        help: one line for `--help` and the "not built yet" message.
+        help: one line for `--help`.
         options: options dataclass (see `facelab.options`), or None for none.
-        run: `run(ws, opts) -> Report`; None while the stage is not built yet.
+        run: the stage, `run(ws, opts) -> Report`.
         emits: `run` is a generator yielding output lines (printed to stdout) and returning
             the Report, whose line then goes to stderr (so stdout stays machine-readable).
         resolve: `resolve(ws, flags, interactive) -> options` when the options depend on the
@@ -47,14 +47,15 @@ class Command:
 
     name: str
     help: str
-    options: type | None = None
-    run: Callable[[Workspace, Any], Any] | None = None
+    options: type | None
+    run: Callable[[Workspace, Any], Any]
     emits: bool = False
     resolve: Callable[[Workspace, dict, bool], Any] | None = None
 
 
 def _commands() -> dict[str, Command]:
-    from facelab.stages import clear, demo, export, extract, faceset, import_dfl, merge, sort, train, video, xseg
+    from facelab import demo
+    from facelab.stages import clear, export, extract, faceset, import_dfl, merge, sort, train, video, xseg
     from facelab.training.options import TrainOptions
 
     built = [
@@ -82,9 +83,7 @@ def _commands() -> dict[str, Command]:
         Command("video-from-frames", "8: data_dst/merged frames -> result.mp4 / .mov with data_dst's audio",
                 video.MergedVideoOptions, video.video_from_frames),
     ]  # fmt: skip
-    not_built = [
-    ]
-    return {c.name: c for c in built + not_built}
+    return {c.name: c for c in built}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -139,8 +138,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "doctor":
             return _doctor()
         cmd = commands[args.command]
-        if cmd.run is None:
-            raise UserError(f"'{cmd.name}' ({cmd.help}) is not built yet in FaceLab {__version__}")
         if unknown:
             raise UserError(f"unknown arguments: {' '.join(unknown)} (see: python -m facelab {cmd.name} --help)")
         return _run_stage(cmd, ws, args)
@@ -189,7 +186,6 @@ def yield_lines(lines: Any) -> Report:
 
 
 def _run_stage(cmd: Command, ws: Workspace, args: argparse.Namespace) -> int:
-    assert cmd.run is not None
     interactive = _is_interactive(args)
     opts = None
     if cmd.options is not None:

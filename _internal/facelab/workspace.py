@@ -64,6 +64,17 @@ class Workspace:
     def logs_dir(self) -> Path:
         return self.root / "logs"
 
+    def faceset_folder(self, side: str, input_dir: str = "") -> Path:
+        """The faceset a tool works on: `input_dir` when given, else the aligned folder of `side`."""
+        if input_dir:
+            folder = Path(input_dir).expanduser().resolve()
+        else:
+            self.require()
+            folder = self.aligned_dir(side)  # type: ignore[arg-type]
+        if not folder.is_dir():
+            raise UserError(f"{folder} is not a folder: give an aligned faces folder")
+        return folder
+
     def default_options_path(self, model_suffix: str) -> Path:
         """The options a new model of this kind starts from (DFL's `SAEHD_default_options.dat`)."""
         return self.model_dir / f"{model_suffix}_default_options.json"

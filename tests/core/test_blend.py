@@ -46,7 +46,7 @@ def _reference(frame: np.ndarray, face: FaceInput, cfg: MergeConfig) -> tuple[np
     m[m < 1 / 255] = 0
     from facelab.core.blend import MODES
 
-    new_face = MODES[cfg.mode](face, face_mask(face, cfg), cfg)
+    new_face = MODES.get(cfg.mode)(face, face_mask(face, cfg), cfg)
     pasted = cv2.warpAffine(new_face, out_mat, (w, h), flags=cv2.WARP_INVERSE_MAP | cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
     return np.clip(frame * (1 - m[..., None]) + pasted * m[..., None], 0, 1), m
 

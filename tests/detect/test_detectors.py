@@ -134,9 +134,10 @@ def test_landmarker_contract(name, weight_files, media):
 def test_every_listed_plugin_is_registered_by_its_module():
     import importlib
 
-    for name, module in {**base._DETECTOR_MODULES, **base._LANDMARKER_MODULES}.items():
-        importlib.import_module(f"facelab.detect.{module}")
-        assert name in base._DETECTORS or name in base._LANDMARKERS, name
+    for registry in (base.DETECTORS, base.LANDMARKERS):
+        for name, module in registry.lazy.items():
+            importlib.import_module(module)
+            assert name in registry.registered(), name
     with pytest.raises(ValueError, match="registered twice"):
         base.register_detector("blazeface")(object)
     with pytest.raises(ValueError, match="unknown detector 'retina'"):

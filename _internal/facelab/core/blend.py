@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable
 
 import cv2
 import numpy as np
@@ -25,26 +24,17 @@ import numpy as np
 from facelab.core.color import color_hist_match, create_color, masked_hist_match_inputs
 from facelab.core.landmarks import FaceType, get_transform_mat, transform_points
 from facelab.core.masks import hull_mask
+from facelab.core.registry import Registry
 
-MODES: dict[str, Callable] = {}
+MODES = Registry("merge mode")
 MASK_MODES = ("full", "dst", "learned-prd", "learned-dst", "learned-prd*dst", "learned-prd+dst",
               "xseg-prd", "xseg-dst", "xseg-prd*dst", "all")  # fmt: skip
 COLOR_MODES = ("none", "rct", "lct", "mkl", "mkl-m", "idt", "idt-m", "sot-m", "mix-m")
 SHARPEN_MODES = ("none", "box", "gaussian")
 
 
-def register_mode(name: str):  # noqa: ANN201
-    def wrap(fn):  # noqa: ANN001, ANN202
-        if name in MODES:
-            raise ValueError(f"merge mode {name!r} is registered twice")
-        MODES[name] = fn
-        return fn
-
-    return wrap
-
-
-def list_modes() -> list[str]:
-    return list(MODES)
+register_mode = MODES.register
+list_modes = MODES.names
 
 
 @dataclass(frozen=True)
@@ -230,7 +220,7 @@ def paste_face(frame: np.ndarray, face: FaceInput, cfg: MergeConfig) -> Paste | 
     frame_mask = cv2.warpAffine(big, out_mat * 4.0, size, flags=cv2.WARP_INVERSE_MAP | cv2.INTER_CUBIC, borderMode=cv2.BORDER_CONSTANT)
     frame_mask = np.clip(frame_mask, 0, 1)
     frame_mask[frame_mask < 1 / 255] = 0
-    new_face = MODES[cfg.mode](face, mask_s, cfg)
+    new_face = MODES.get(cfg.mode)(face, mask_s, cfg)
     new_face = _sharpen(new_face, cfg)
     if cfg.motion_blur_power and face.motion[0] > 0:
         new_face = _motion_blur(new_face, face.motion[0] * cfg.motion_blur_power / 100, face.motion[1])

@@ -8,32 +8,16 @@ Each transfer recolours `target` (the swapped face) toward `source` (the dst fac
 
 from __future__ import annotations
 
-from typing import Callable
 
 import cv2
 import numpy as np
 
-_COLORS: dict[str, Callable] = {}
+from facelab.core.registry import Registry
 
-
-def register_color(name: str):  # noqa: ANN201
-    def wrap(fn):  # noqa: ANN001, ANN202
-        if name in _COLORS:
-            raise ValueError(f"colour transfer {name!r} is registered twice")
-        _COLORS[name] = fn
-        return fn
-
-    return wrap
-
-
-def list_colors() -> list[str]:
-    return list(_COLORS)
-
-
-def create_color(name: str) -> Callable:
-    if name not in _COLORS:
-        raise ValueError(f"unknown colour transfer {name!r}; available: {', '.join(_COLORS)}")
-    return _COLORS[name]
+COLORS = Registry("colour transfer")
+register_color = COLORS.register
+list_colors = COLORS.names
+create_color = COLORS.get
 
 
 def reinhard_color_transfer(target: np.ndarray, source: np.ndarray, target_mask=None, source_mask=None, mask_cutoff: float = 0.5) -> np.ndarray:  # noqa: ANN001

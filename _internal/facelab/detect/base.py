@@ -16,10 +16,11 @@ Registries follow timm's pattern: `@register_detector("name")`, `create_detector
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 
+from facelab.core.registry import Registry
 from facelab.types import ImageBGR, Landmarks68
 
 
@@ -70,55 +71,38 @@ class Landmarker:
         return [self.landmarks(f, d) for f, d in zip(frames_bgr, detections)]
 
 
-_DETECTORS: dict[str, Callable[..., FaceDetector]] = {}
-_LANDMARKERS: dict[str, Callable[..., Landmarker]] = {}
+# Which module registers each plugin, so that listing names needs no import (torch is slow to
+# import, and a headless run that uses the embedded models never needs it).
+DETECTORS = Registry("detector", lazy={"blazeface": "facelab.detect.blazeface", "s3fd": "facelab.detect.s3fd_fan"})
+LANDMARKERS = Registry("landmarker", lazy={"facemesh68": "facelab.detect.blazeface", "fan": "facelab.detect.s3fd_fan",
+                                           "dlib68": "facelab.detect.dlib68"})  # fmt: skip
 
 
-def _register(table: dict, kind: str, name: str):  # noqa: ANN202
+def register_detector(name: str):  # noqa: ANN201
     def wrap(factory):  # noqa: ANN001, ANN202
-        if name in table:
-            raise ValueError(f"{kind} {name!r} is registered twice")
-        table[name] = factory
+        DETECTORS.register(name)(factory)
         factory.name = name
         return factory
 
     return wrap
 
 
-def register_detector(name: str):  # noqa: ANN201
-    return _register(_DETECTORS, "detector", name)
-
-
 def register_landmarker(name: str):  # noqa: ANN201
-    return _register(_LANDMARKERS, "landmarker", name)
+    def wrap(factory):  # noqa: ANN001, ANN202
+        LANDMARKERS.register(name)(factory)
+        factory.name = name
+        return factory
+
+    return wrap
 
 
-# Which module registers each plugin, so that listing names needs no import (torch is slow to
-# import, and a headless run that uses the embedded models never needs it).
-_DETECTOR_MODULES = {"blazeface": "blazeface", "s3fd": "s3fd_fan"}
-_LANDMARKER_MODULES = {"facemesh68": "blazeface", "fan": "s3fd_fan", "dlib68": "dlib68"}
-
-
-def list_detectors() -> list[str]:
-    return sorted(_DETECTOR_MODULES)
-
-
-def list_landmarkers() -> list[str]:
-    return sorted(_LANDMARKER_MODULES)
-
-
-def _create(kind: str, modules: dict[str, str], table: dict, name: str, opts: dict):  # noqa: ANN202
-    import importlib
-
-    if name not in modules:
-        raise ValueError(f"unknown {kind} {name!r}; available: {', '.join(sorted(modules))}")
-    importlib.import_module(f"facelab.detect.{modules[name]}")  # runs its @register decorators
-    return table[name](**opts)
+list_detectors = DETECTORS.names
+list_landmarkers = LANDMARKERS.names
 
 
 def create_detector(name: str, **opts) -> FaceDetector:  # noqa: ANN003
-    return _create("detector", _DETECTOR_MODULES, _DETECTORS, name, opts)
+    return DETECTORS.create(name, **opts)
 
 
 def create_landmarker(name: str, **opts) -> Landmarker:  # noqa: ANN003
-    return _create("landmarker", _LANDMARKER_MODULES, _LANDMARKERS, name, opts)
+    return LANDMARKERS.create(name, **opts)

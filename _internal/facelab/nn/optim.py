@@ -28,8 +28,14 @@ def _clip_(params: list[torch.Tensor], grads: list[torch.Tensor], clipnorm: floa
 
 
 class _DFLOptimizer(Optimizer):
-    def __init__(self, params, defaults: dict):  # noqa: ANN001
+    """What DFL's optimisers share: clipping, the step count, lr cosine and lr dropout. A
+    subclass names its state slots (`SLOTS`) and computes the update direction (`_direction`)."""
+
+    SLOTS: tuple[str, ...] = ()
+
+    def __init__(self, params, defaults: dict, generator: torch.Generator | None):  # noqa: ANN001
         super().__init__(params, defaults)
+        self.generator = generator
 
     def _lr(self, group: dict, step: int) -> float:
         lr = group["lr"]
@@ -44,12 +50,8 @@ class _DFLOptimizer(Optimizer):
         for u in updates:
             u.mul_(torch.bernoulli(torch.full_like(u, keep), generator=generator))
 
-
-class AdaBelief(_DFLOptimizer):
-    def __init__(self, params, lr: float = 5e-5, betas=(0.9, 0.999), lr_dropout: float = 1.0, lr_cos: int = 0,  # noqa: ANN001
-                 clipnorm: float = 0.0, generator: torch.Generator | None = None):  # fmt: skip
-        super().__init__(params, dict(lr=lr, betas=betas, lr_dropout=lr_dropout, lr_cos=lr_cos, clipnorm=clipnorm))
-        self.generator = generator
+    def _direction(self, group: dict, grads: list[torch.Tensor], slots: list[list[torch.Tensor]]) -> list[torch.Tensor]:
+        raise NotImplementedError
 
     @torch.no_grad()
     def step(self, closure=None):  # noqa: ANN001, ANN201
@@ -59,61 +61,55 @@ class AdaBelief(_DFLOptimizer):
                 continue
             grads = [p.grad for p in params]
             _clip_(params, grads, group["clipnorm"])
-            ms, vs = [], []
+            slots: list[list[torch.Tensor]] = [[] for _ in self.SLOTS]
             for p in params:
                 state = self.state[p]
                 if not state:
                     state["step"] = 0
-                    state["m"] = torch.zeros_like(p)
-                    state["v"] = torch.zeros_like(p)
+                    for name in self.SLOTS:
+                        state[name] = torch.zeros_like(p)
                 state["step"] += 1
-                ms.append(state["m"])
-                vs.append(state["v"])
-            step = self.state[params[0]]["step"]
-            b1, b2 = group["betas"]
-            torch._foreach_mul_(ms, b1)
-            torch._foreach_add_(ms, grads, alpha=1 - b1)
-            diff = torch._foreach_sub(grads, ms)
-            torch._foreach_mul_(diff, diff)
-            torch._foreach_mul_(vs, b2)
-            torch._foreach_add_(vs, diff, alpha=1 - b2)
-            denom = torch._foreach_sqrt(vs)
-            torch._foreach_add_(denom, EPS)
-            updates = torch._foreach_div(ms, denom)
-            torch._foreach_mul_(updates, -self._lr(group, step))
+                for k, name in enumerate(self.SLOTS):
+                    slots[k].append(state[name])
+            updates = self._direction(group, grads, slots)
+            torch._foreach_mul_(updates, -self._lr(group, self.state[params[0]]["step"]))
             self._dropout_(updates, group["lr_dropout"], self.generator)
             torch._foreach_add_(params, updates)
+
+
+class AdaBelief(_DFLOptimizer):
+    SLOTS = ("m", "v")
+
+    def __init__(self, params, lr: float = 5e-5, betas=(0.9, 0.999), lr_dropout: float = 1.0, lr_cos: int = 0,  # noqa: ANN001
+                 clipnorm: float = 0.0, generator: torch.Generator | None = None):  # fmt: skip
+        super().__init__(params, dict(lr=lr, betas=betas, lr_dropout=lr_dropout, lr_cos=lr_cos, clipnorm=clipnorm), generator)
+
+    def _direction(self, group: dict, grads: list[torch.Tensor], slots: list[list[torch.Tensor]]) -> list[torch.Tensor]:
+        ms, vs = slots
+        b1, b2 = group["betas"]
+        torch._foreach_mul_(ms, b1)
+        torch._foreach_add_(ms, grads, alpha=1 - b1)
+        diff = torch._foreach_sub(grads, ms)
+        torch._foreach_mul_(diff, diff)
+        torch._foreach_mul_(vs, b2)
+        torch._foreach_add_(vs, diff, alpha=1 - b2)
+        denom = torch._foreach_sqrt(vs)
+        torch._foreach_add_(denom, EPS)
+        return torch._foreach_div(ms, denom)
 
 
 class RMSprop(_DFLOptimizer):
+    SLOTS = ("a",)
+
     def __init__(self, params, lr: float = 5e-5, rho: float = 0.9, lr_dropout: float = 1.0, lr_cos: int = 0,  # noqa: ANN001
                  clipnorm: float = 0.0, generator: torch.Generator | None = None):  # fmt: skip
-        super().__init__(params, dict(lr=lr, rho=rho, lr_dropout=lr_dropout, lr_cos=lr_cos, clipnorm=clipnorm))
-        self.generator = generator
+        super().__init__(params, dict(lr=lr, rho=rho, lr_dropout=lr_dropout, lr_cos=lr_cos, clipnorm=clipnorm), generator)
 
-    @torch.no_grad()
-    def step(self, closure=None):  # noqa: ANN001, ANN201
-        for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
-            if not params:
-                continue
-            grads = [p.grad for p in params]
-            _clip_(params, grads, group["clipnorm"])
-            accs = []
-            for p in params:
-                state = self.state[p]
-                if not state:
-                    state["step"] = 0
-                    state["a"] = torch.zeros_like(p)
-                state["step"] += 1
-                accs.append(state["a"])
-            step = self.state[params[0]]["step"]
-            rho = group["rho"]
-            torch._foreach_mul_(accs, rho)
-            torch._foreach_addcmul_(accs, grads, grads, value=1 - rho)
-            denom = torch._foreach_sqrt(accs)
-            torch._foreach_add_(denom, EPS)
-            updates = torch._foreach_div(grads, denom)
-            torch._foreach_mul_(updates, -self._lr(group, step))
-            self._dropout_(updates, group["lr_dropout"], self.generator)
-            torch._foreach_add_(params, updates)
+    def _direction(self, group: dict, grads: list[torch.Tensor], slots: list[list[torch.Tensor]]) -> list[torch.Tensor]:
+        (accs,) = slots
+        rho = group["rho"]
+        torch._foreach_mul_(accs, rho)
+        torch._foreach_addcmul_(accs, grads, grads, value=1 - rho)
+        denom = torch._foreach_sqrt(accs)
+        torch._foreach_add_(denom, EPS)
+        return torch._foreach_div(grads, denom)

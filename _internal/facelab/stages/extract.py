@@ -19,7 +19,7 @@ import logging
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from itertools import islice
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, TypeVar
@@ -120,8 +120,10 @@ def _resolved_size(opts: ExtractOptions, face_type: FaceType) -> int:
     return opts.image_size
 
 
-def _settings_key(opts: ExtractOptions, face_type: FaceType, size: int) -> dict:
-    return {"face_type": face_type.dfl_name, "image_size": size, "detector": opts.detector,
+def _settings_key(job: _Job) -> dict:
+    """The settings a resumed run must share with the run it continues."""
+    opts = job.opts
+    return {"face_type": job.face_type.dfl_name, "image_size": job.size, "detector": opts.detector,
             "landmarker": opts.landmarker, "max_faces": opts.max_faces}  # fmt: skip
 
 
@@ -197,17 +199,65 @@ class _FaceWriter:
         return len(faces)
 
 
+@dataclass
+class Counts:
+    frames: int = 0
+    faces: int = 0
+    no_face: int = 0
+    unreadable: int = 0
+    manual: int = 0
+
+
+@dataclass
+class _Job:
+    """What every step of one extraction needs: the settings, the folders, the writer, the counts."""
+
+    opts: ExtractOptions
+    face_type: FaceType
+    size: int
+    frames_dir: Path
+    aligned_dir: Path
+    debug_dir: Path
+    writer: _FaceWriter
+    counts: Counts = field(default_factory=Counts)
+
+
 def extract(ws: Workspace, opts: ExtractOptions) -> Report:
     """`data_<side>/*.png|jpg` -> `data_<side>/aligned/<stem>_<i>.jpg` (+ `aligned_debug/<stem>.jpg`)."""
     started = time.perf_counter()
+    job, frames = _prepare(ws, opts)
+    report = lambda summary: Report("extract", summary, time.perf_counter() - started, asdict(job.counts))  # noqa: E731
+    if opts.manual_reextract_deleted_debug:
+        return report(_reextract_deleted_debug(job, frames))
+    manual_only = opts.detector == "manual"
+    resume_after = _resume_point(job, manual_only)
+    if manual_only:
+        _manual_faces(frames, job)
+        return report(f"{job.counts.faces} faces placed by hand on {len(frames)} frames -> {job.aligned_dir}")
+    todo = [p for p in frames if resume_after is None or p.name > resume_after]
+    if resume_after and todo:
+        log.info("continuing after %s: %d of %d frames left", resume_after, len(todo), len(frames))
+    unreadable = _auto_pass(job, todo, resume_after) if todo else []
+    if opts.manual_fix:
+        have = {p.stem.rsplit("_", 1)[0] for p in list_images(job.aligned_dir)}
+        missing = [f for f in frames if f.stem not in have and f.name not in unreadable]
+        if missing:
+            _manual_faces(missing, job)
+    if not todo and not job.counts.manual:
+        return report(f"all {len(frames)} frames were already extracted into {job.aligned_dir} (--overwrite starts over)")
+    job.counts.unreadable = len(unreadable)
+    return report(_summary(job, unreadable))
+
+
+def _prepare(ws: Workspace, opts: ExtractOptions) -> tuple[_Job, list[Path]]:
+    """Check the settings and the frames; make the output folders and the writer."""
     ws.require()
     face_type = FaceType.parse(opts.face_type)
     size = _resolved_size(opts, face_type)
     side = opts.side  # type: ignore[assignment]
     frames_dir, aligned_dir, debug_dir = ws.frames_dir(side), ws.aligned_dir(side), ws.aligned_debug_dir(side)
     reextract = opts.manual_reextract_deleted_debug
-    manual_only = opts.detector == "manual" or reextract
-    if (manual_only or opts.manual_fix) and not can_show_windows():
+    if (opts.detector == "manual" or reextract or opts.manual_fix) and not can_show_windows():
         raise UserError("manual extraction opens a window and this machine has no display: run it on your desktop")
     frames = list_images(frames_dir)
     if not frames:
@@ -216,73 +266,60 @@ def extract(ws: Workspace, opts: ExtractOptions) -> Report:
     if opts.output_debug or reextract:
         debug_dir.mkdir(parents=True, exist_ok=True)
     writer = _FaceWriter(opts if not reextract else replace(opts, output_debug=True), face_type, size, aligned_dir, debug_dir)
-    counts = {"frames": 0, "faces": 0, "no_face": 0, "unreadable": 0, "manual": 0}
+    return _Job(opts, face_type, size, frames_dir, aligned_dir, debug_dir, writer), frames
 
-    if reextract:
-        targets = [f for f in frames if not (debug_dir / f"{f.stem}.jpg").exists()]
-        if not targets:
-            return Report("extract", f"every frame of {frames_dir} still has its aligned_debug image: nothing to re-extract",
-                          time.perf_counter() - started, counts)  # fmt: skip
-        for f in targets:
-            for old in aligned_dir.glob(f"{f.stem}_*.jpg"):
-                old.unlink()
-        _manual_faces(targets, opts, face_type, size, writer, counts)
-        return Report("extract", f"{counts['faces']} faces placed by hand on {len(targets)} frames whose debug image was deleted",
-                      time.perf_counter() - started, counts)  # fmt: skip
 
-    key = _settings_key(opts, face_type, size)
-    state_path = aligned_dir / STATE_FILE
+def _reextract_deleted_debug(job: _Job, frames: list[Path]) -> str:
+    """Script 5_dst_manual_reextract_deleted_debug: place by hand the faces of the frames whose
+    aligned_debug image the user deleted (their old faces are removed first)."""
+    targets = [f for f in frames if not (job.debug_dir / f"{f.stem}.jpg").exists()]
+    if not targets:
+        return f"every frame of {job.frames_dir} still has its aligned_debug image: nothing to re-extract"
+    for f in targets:
+        for old in job.aligned_dir.glob(f"{f.stem}_*.jpg"):
+            old.unlink()
+    _manual_faces(targets, job)
+    return f"{job.counts.faces} faces placed by hand on {len(targets)} frames whose debug image was deleted"
+
+
+def _resume_point(job: _Job, manual_only: bool) -> str | None:
+    """The last frame a compatible earlier run completed (None: start over). Faces extracted
+    with other settings are deleted, after a confirmation (`--overwrite` headless)."""
+    opts, state_path = job.opts, job.aligned_dir / STATE_FILE
     state = _load_state(state_path)
-    existing = list_images(aligned_dir)
+    existing = list_images(job.aligned_dir)
     resume_after = None
-    if not opts.overwrite and not manual_only and state is not None and state.get("settings") == key:
+    if not opts.overwrite and not manual_only and state is not None and state.get("settings") == _settings_key(job):
         resume_after = state.get("done_through")
     elif existing and not opts.overwrite:
         why = "with other settings" if state is not None else "by an earlier run or another tool"
         raise ConfirmationNeeded(
-            f"{aligned_dir} already holds {len(existing)} faces extracted {why}, which will be deleted", "overwrite"
+            f"{job.aligned_dir} already holds {len(existing)} faces extracted {why}, which will be deleted", "overwrite"
         )
     if opts.overwrite or resume_after is None:
-        for p in existing + list_images(debug_dir):
+        for p in existing + list_images(job.debug_dir):
             p.unlink()
         state_path.unlink(missing_ok=True)
+    return resume_after
 
-    if manual_only:
-        _manual_faces(frames, opts, face_type, size, writer, counts)
-        return Report("extract", f"{counts['faces']} faces placed by hand on {len(frames)} frames -> {aligned_dir}",
-                      time.perf_counter() - started, counts)  # fmt: skip
 
-    todo = [p for p in frames if resume_after is None or p.name > resume_after]
-    if resume_after and todo:
-        log.info("continuing after %s: %d of %d frames left", resume_after, len(todo), len(frames))
-    unreadable: list[str] = []
-    if todo:
-        unreadable = _auto_pass(todo, opts, face_type, writer, state_path, key, resume_after, counts)
-    if opts.manual_fix:
-        have = {p.stem.rsplit("_", 1)[0] for p in list_images(aligned_dir)}
-        missing = [f for f in frames if f.stem not in have and f.name not in unreadable]
-        if missing:
-            _manual_faces(missing, opts, face_type, size, writer, counts)
-    if not todo and not counts["manual"]:
-        return Report("extract", f"all {len(frames)} frames were already extracted into {aligned_dir} (--overwrite starts over)",
-                      time.perf_counter() - started, counts)  # fmt: skip
-    counts["unreadable"] = len(unreadable)
+def _summary(job: _Job, unreadable: list[str]) -> str:
+    c = job.counts
     summary = (
-        f"{counts['faces']} faces from {counts['frames']} frames -> {aligned_dir}"
-        f" ({face_type.dfl_name}, {size} px); {counts['no_face']} frames without a face"
+        f"{c.faces} faces from {c.frames} frames -> {job.aligned_dir}"
+        f" ({job.face_type.dfl_name}, {job.size} px); {c.no_face} frames without a face"
     )
-    if counts["manual"]:
-        summary += f"; {counts['manual']} placed by hand"
+    if c.manual:
+        summary += f"; {c.manual} placed by hand"
     if unreadable:
         shown = ", ".join(unreadable[:5]) + (" ..." if len(unreadable) > 5 else "")
         summary += f"; {len(unreadable)} unreadable frames skipped: {shown}"
-    return Report("extract", summary, time.perf_counter() - started, counts)
+    return summary
 
 
-def _manual_faces(
-    frames: list[Path], opts: ExtractOptions, face_type: FaceType, size: int, writer: _FaceWriter, counts: dict
-) -> None:
+def _manual_faces(frames: list[Path], job: _Job) -> None:
     """Open the manual window on `frames` and write the faces placed there."""
+    opts = job.opts
     landmarkers: dict[bool, object] = {}
 
     def landmarker_for(accurate: bool):  # noqa: ANN202
@@ -295,7 +332,7 @@ def _manual_faces(
 
     from facelab.ui import manual  # Qt is imported only when a window is really opened
 
-    results = manual.run_manual_pass(frames, landmarker_for, face_type, size)
+    results = manual.run_manual_pass(frames, landmarker_for, job.face_type, job.size)
     for path in frames:
         placed = results.get(path.name)
         if placed is None:
@@ -304,85 +341,107 @@ def _manual_faces(
         if image is None:
             continue
         rect, lm = placed
-        counts["faces"] += writer.write(path, image, [_Face(Detection(rect, 1.0), lm)], [lm])
-        counts["manual"] += 1
+        job.counts.faces += job.writer.write(path, image, [_Face(Detection(rect, 1.0), lm)], [lm])
+        job.counts.manual += 1
 
 
-def _auto_pass(
-    todo: list[Path],
-    opts: ExtractOptions,
-    face_type: FaceType,
-    writer: _FaceWriter,
-    state_path: Path,
-    key: dict,
-    resume_after: str | None,
-    counts: dict,
-) -> list[str]:
-    """The detector pipeline over `todo`; returns the names of unreadable frames."""
-    detector = create_detector(opts.detector, weights=opts.detector_weights or None, device=opts.device)
-    landmarker = create_landmarker(opts.landmarker, weights=opts.landmarker_weights or None, device=opts.device)
-    radius = SMOOTH_RADIUS if opts.smooth_landmarks else 0
-    unreadable: list[str] = []
-    writes: deque[tuple[str, Future]] = deque()
-    last_saved = time.monotonic()
-    done_through = resume_after
+class _Writes:
+    """The frames handed to the writer threads, oldest first; records in order which frame was
+    the last one completed (the resume point in `aligned/.facelab_extract.json`)."""
 
-    def settle(limit: int) -> None:
-        """Wait for the oldest writes until at most `limit` are in flight; record progress."""
-        nonlocal done_through, last_saved
-        while len(writes) > limit:
-            name, fut = writes.popleft()
-            counts["faces"] += fut.result()
-            done_through = name
-        if time.monotonic() - last_saved > 2 or limit == 0:
-            _save_state(state_path, key, done_through)
-            last_saved = time.monotonic()
+    def __init__(self, job: _Job, pool: ThreadPoolExecutor, done_through: str | None, radius: int):
+        self.job, self.pool, self.radius = job, pool, radius
+        self.state_path, self.key = job.aligned_dir / STATE_FILE, _settings_key(job)
+        self.queue: deque[tuple[str, Future]] = deque()
+        self.done_through = done_through
+        self.last_saved = time.monotonic()
 
-    def finish(window: list[_Frame], centre: int) -> None:
+    def submit(self, window: list[_Frame], centre: int) -> None:
+        """Write frame `centre` of the window (its landmarks smoothed with its neighbours)."""
         frame = window[centre]
         image, frame.image = frame.image, None  # the writer owns the pixels from here
         if image is None:  # unreadable frame
             fut = _done(0)
         else:
-            lms = [_smoothed(window, centre, f, radius) if radius else f.landmarks for f in frame.faces]
-            fut = pool.submit(writer.write, frame.path, image, list(frame.faces), lms)
-        writes.append((frame.path.name, fut))
-        settle(WRITE_QUEUE)
+            r = self.radius
+            lms = [_smoothed(window, centre, f, r) if r else f.landmarks for f in frame.faces]
+            fut = self.pool.submit(self.job.writer.write, frame.path, image, list(frame.faces), lms)
+        self.queue.append((frame.path.name, fut))
+        self.settle(WRITE_QUEUE)
 
+    def settle(self, limit: int) -> None:
+        """Wait for the oldest writes until at most `limit` are in flight; record progress."""
+        while len(self.queue) > limit:
+            name, fut = self.queue.popleft()
+            self.job.counts.faces += fut.result()
+            self.done_through = name
+        if time.monotonic() - self.last_saved > 2 or limit == 0:
+            _save_state(self.state_path, self.key, self.done_through)
+            self.last_saved = time.monotonic()
+
+
+class _Tracker:
+    """Links each frame's faces to the previous frame's by box overlap (`core.tracking`)."""
+
+    def __init__(self) -> None:
+        self.prev: list[tuple[int, tuple]] = []
+        self.next_id = 0
+
+    def assign(self, faces: list[_Face]) -> None:
+        ids, self.next_id = link_tracks(self.prev, [f.det.rect for f in faces], self.next_id)
+        for f, tid in zip(faces, ids):
+            f.track = tid
+        self.prev = [(f.track, f.det.rect) for f in faces]
+
+
+def _detected_frames(job: _Job, reader: ThreadPoolExecutor, todo: list[Path], detector, landmarker,  # noqa: ANN001
+                     unreadable: list[str]) -> Iterator[_Frame]:  # fmt: skip
+    """Each frame of `todo` in order with its faces: decoded ahead, detected in batches."""
+    frames_iter = _prefetch(reader, read_image, todo, PREFETCH)
+    while chunk := list(islice(frames_iter, BATCH)):
+        images = [image for _, image in chunk if image is not None]
+        dets = detector.detect_batch(images)
+        found = iter(zip(dets, landmarker.landmarks_batch(images, dets)))
+        for path, image in chunk:
+            frame = _Frame(path, image)
+            if image is None:
+                unreadable.append(path.name)
+                log.warning("%s cannot be read as an image: skipped", path.name)
+            else:
+                frame.faces = keep_faces(*next(found), job.face_type, job.opts.max_faces)
+            yield frame
+
+
+def _auto_pass(job: _Job, todo: list[Path], resume_after: str | None) -> list[str]:
+    """The detector pipeline over `todo`; returns the names of unreadable frames.
+
+    Frames go through a sliding window of 2 x radius + 1 so that each face can be smoothed with
+    its track in the frames around it before it is written."""
+    opts = job.opts
+    detector = create_detector(opts.detector, weights=opts.detector_weights or None, device=opts.device)
+    landmarker = create_landmarker(opts.landmarker, weights=opts.landmarker_weights or None, device=opts.device)
+    radius = SMOOTH_RADIUS if opts.smooth_landmarks else 0
+    unreadable: list[str] = []
     window: list[_Frame] = []
-    prev_tracks: list[tuple[int, tuple]] = []
-    next_track = 0
+    tracker = _Tracker()
     bar = progress(total=len(todo), desc=f"faces from data_{opts.side}", unit="frame")
     with ThreadPoolExecutor(2, thread_name_prefix="read") as reader, ThreadPoolExecutor(2, thread_name_prefix="write") as pool:
+        writes = _Writes(job, pool, resume_after, radius)
         try:
-            frames_iter = _prefetch(reader, read_image, todo, PREFETCH)
-            while chunk := list(islice(frames_iter, BATCH)):
-                images = [image for _, image in chunk if image is not None]
-                dets = detector.detect_batch(images)
-                found = iter(zip(dets, landmarker.landmarks_batch(images, dets)))
-                for path, image in chunk:
-                    frame = _Frame(path, image)
-                    counts["frames"] += 1
-                    if image is None:
-                        unreadable.append(path.name)
-                        log.warning("%s cannot be read as an image: skipped", path.name)
-                    else:
-                        frame.faces = keep_faces(*next(found), face_type, opts.max_faces)
-                        if not frame.faces:
-                            counts["no_face"] += 1
-                        ids, next_track = link_tracks(prev_tracks, [f.det.rect for f in frame.faces], next_track)
-                        for f, tid in zip(frame.faces, ids):
-                            f.track = tid
-                        prev_tracks = [(f.track, f.det.rect) for f in frame.faces]
-                    window.append(frame)
-                    if len(window) > radius:
-                        finish(window, len(window) - 1 - radius)
-                    if len(window) > 2 * radius + 1:
-                        window.pop(0)
-                    bar.update(1)
+            for frame in _detected_frames(job, reader, todo, detector, landmarker, unreadable):
+                job.counts.frames += 1
+                if frame.image is not None:
+                    job.counts.no_face += not frame.faces
+                    tracker.assign(frame.faces)
+                window.append(frame)
+                if len(window) > radius:
+                    writes.submit(window, len(window) - 1 - radius)
+                if len(window) > 2 * radius + 1:
+                    window.pop(0)
+                bar.update(1)
             for centre in range(max(0, len(window) - radius), len(window)):
-                finish(window, centre)
-            settle(0)
+                writes.submit(window, centre)
+            writes.settle(0)
         finally:
             bar.close()
     return unreadable

@@ -69,18 +69,6 @@ class FacesetOptions:
     overwrite: bool = option("Overwrite", False, ask=False, help="replace existing output without asking")
 
 
-def aligned_folder(ws: Workspace, input_dir: str, side: str) -> Path:
-    """The faceset a tool works on: `--input-dir`, else the workspace's aligned folder of `side`."""
-    if input_dir:
-        folder = Path(input_dir).expanduser().resolve()
-    else:
-        ws.require()
-        folder = ws.aligned_dir(side)  # type: ignore[arg-type]
-    if not folder.is_dir():
-        raise UserError(f"{folder} is not a folder: give an aligned faces folder")
-    return folder
-
-
 def _faces_with_meta(folder: Path) -> tuple[list[Face], list[Face]]:
     faces = load_faceset(folder)
     if not faces:
@@ -98,7 +86,7 @@ def _output_dir(folder: Path, suffix: str, overwrite: bool) -> Path:
 
 def run(ws: Workspace, opts: FacesetOptions) -> Iterator[str]:
     started = time.perf_counter()
-    folder = aligned_folder(ws, opts.input_dir, opts.side)
+    folder = ws.faceset_folder(opts.side, opts.input_dir)
     handler = {
         "dump": _dump, "info": _info, "add-landmarks-debug": _landmarks_debug, "recover-filenames": _recover,
         "metadata-save": _meta_save, "metadata-restore": _meta_restore, "pack": _pack, "unpack": _unpack,

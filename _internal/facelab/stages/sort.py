@@ -37,7 +37,6 @@ from facelab.io.frames import list_images
 from facelab.log import progress
 from facelab.options import option
 from facelab.report import Report
-from facelab.stages.faceset import aligned_folder
 from facelab.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -291,6 +290,39 @@ def _oneface(faces: Sequence[Face]) -> Ordering:
     return Ordering(keep, [i for i, f in enumerate(faces) if counts[frame_of(f)] > 1])
 
 
+def _pick_over_pitch(members: list[int], pitches: list[float], edges: np.ndarray, count: int,
+                     hist_of: dict) -> tuple[list[int], list[int]]:  # fmt: skip
+    """Up to `count` faces of one yaw bin, round-robin over its pitch bins, each pitch bin
+    most-dissimilar histogram first; returns (picked, the rest)."""
+    pitch_bins: list[list[int]] = [[] for _ in range(count)]
+    for i, pitch in zip(members, pitches):
+        pg = int(np.clip(np.searchsorted(edges, pitch, side="right") - 1, 0, count - 1))
+        pitch_bins[pg].append(i)
+    for pg, bin_members in enumerate(pitch_bins):
+        valid = [i for i in bin_members if hist_of.get(i) is not None]
+        if len(valid) > 1:
+            score = bhattacharyya_matrix(np.stack([hist_of[i] for i in valid])).sum(1)
+            valid = [valid[k] for k in np.argsort(-score, kind="stable")]
+        pitch_bins[pg] = valid + [i for i in bin_members if hist_of.get(i) is None]
+    picked: list[int] = []
+    while len(picked) < count and any(pitch_bins):
+        for pb in pitch_bins:
+            if pb and len(picked) < count:
+                picked.append(pb.pop(0))
+    return picked, [i for pb in pitch_bins for i in pb]
+
+
+def _take_round_robin(chosen: list[list[int]], target: int) -> tuple[list[int], list[int]]:
+    """DFL's quotas only approximate the target; take exactly `target`, round-robin over yaw bins
+    so every head turn keeps its share, and list the kept faces in yaw order. (keep, trash)."""
+    rank = {}
+    for r in range(max((len(c) for c in chosen), default=0)):
+        for c in chosen:
+            if r < len(c) and len(rank) < target:
+                rank[c[r]] = True
+    return [i for c in chosen for i in c if i in rank], [i for c in chosen for i in c if i not in rank]
+
+
 def _best(faces: Sequence[Face], target: int, fast: bool) -> Ordering:
     """DFL's "final" sort: spread `target` faces over 128 yaw bins, the sharpest of each bin
     spread over pitch bins, each pitch bin ordered by histogram dissimilarity; exactly `target`
@@ -323,34 +355,12 @@ def _best(faces: Sequence[Face], target: int, fast: bool) -> Ordering:
     hist_of = dict(zip(wanted, _each([faces[i] for i in wanted], _hist_gray_masked, "histograms")))
     chosen: list[list[int]] = []  # per yaw bin, in the order DFL picks them
     for members in yaw_bins:
-        if not members:
-            continue
-        pitch_bins: list[list[int]] = [[] for _ in range(per_grad)]
-        for i in members:
-            pg = int(np.clip(np.searchsorted(pitch_edges, poses[i][0], side="right") - 1, 0, per_grad - 1))
-            pitch_bins[pg].append(i)
-        for pg, bin_members in enumerate(pitch_bins):
-            valid = [i for i in bin_members if hist_of.get(i) is not None]
-            if len(valid) > 1:
-                score = bhattacharyya_matrix(np.stack([hist_of[i] for i in valid])).sum(1)
-                valid = [valid[k] for k in np.argsort(-score, kind="stable")]
-            pitch_bins[pg] = valid + [i for i in bin_members if hist_of.get(i) is None]
-        picked: list[int] = []
-        while len(picked) < per_grad and any(pitch_bins):  # round-robin over pitch bins
-            for pb in pitch_bins:
-                if pb and len(picked) < per_grad:
-                    picked.append(pb.pop(0))
-        trash += [i for pb in pitch_bins for i in pb]
-        chosen.append(picked)
-    # DFL's quotas only approximate the target; take exactly `target`, round-robin over yaw bins
-    # so every head turn keeps its share, and list the kept faces in yaw order.
-    rank = {}
-    for r in range(max((len(c) for c in chosen), default=0)):
-        for c in chosen:
-            if r < len(c) and len(rank) < target:
-                rank[c[r]] = True
-    keep = [i for c in chosen for i in c if i in rank]
-    trash += [i for c in chosen for i in c if i not in rank]
+        if members:
+            picked, left = _pick_over_pitch(members, [poses[i][0] for i in members], pitch_edges, per_grad, hist_of)
+            chosen.append(picked)
+            trash += left
+    keep, extra = _take_round_robin(chosen, target)
+    trash += extra
     return Ordering(keep, trash)
 
 
@@ -390,7 +400,7 @@ def apply_ordering(folder: Path, faces: Sequence[Face], ordering: Ordering) -> P
 
 def sort_faceset(ws: Workspace, opts: SortOptions) -> Report:
     started = time.perf_counter()
-    folder = aligned_folder(ws, opts.input_dir, opts.side)
+    folder = ws.faceset_folder(opts.side, opts.input_dir)
     if not list_images(folder) and (folder / PACK_NAME).exists():
         raise UserError(f"{folder} is packed: run the faceset unpack script first, then sort")
     faces = load_faceset(folder)

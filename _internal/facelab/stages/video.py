@@ -315,16 +315,7 @@ def video_from_frames(ws: Workspace, opts: MergedVideoOptions) -> Report:
 
     reference = ws.find_video("dst", required=False)
     ref_info = _probe_video(reference) if reference is not None else None
-    if opts.fps:
-        rate = ffmpeg.snap_frame_rate(opts.fps)
-        timescale = None
-    elif ref_info is not None and ref_info.video is not None:
-        rate = ref_info.video.frame_rate
-        timescale = ref_info.video.time_base.denominator if ref_info.video.time_base.numerator == 1 else None
-    else:
-        rate, timescale = Fraction(25), None
-        log.warning("no data_dst.* video to take the frame rate from: using 25 fps (set --fps)")
-
+    rate, timescale = _output_rate(opts, ref_info)
     first = read_image(frames[0])
     if first is None:
         raise UserError(f"{frames[0]} cannot be read as an image")
@@ -350,23 +341,40 @@ def video_from_frames(ws: Workspace, opts: MergedVideoOptions) -> Report:
 
     masks = list_images(ws.merged_mask_dir)
     if masks:
-        try:
-            mseq = numbered_sequence(masks, expected_stems=[p.stem for p in frames])
-        except ValueError as exc:
-            raise UserError(f"{exc}: the mask frames do not match the merged frames") from None
-        mask_settings = ffmpeg.EncodeSettings(
-            container=opts.container, lossless=True, frame_rate=rate, timescale=timescale,
-            pad_to_even=settings.pad_to_even, gray=True,
-        )  # fmt: skip
-        mask_out = ws.result_mask_path(opts.container)
-        _encode(ws, mseq.pattern, mseq.first, mseq.count, mask_out, mask_settings, None, None)
-        summary += f"; mask video {_rel(ws, mask_out)}"
+        summary += f"; mask video {_rel(ws, _encode_masks(ws, opts, masks, frames, settings))}"
     return Report(
         stage="video-from-frames",
         summary=summary,
         seconds=time.perf_counter() - started,
         counts={"frames": seq.count, "masks": len(masks)},
     )
+
+
+def _output_rate(opts: MergedVideoOptions, ref_info) -> tuple[Fraction, int | None]:  # noqa: ANN001
+    """(frame rate, container timescale) of the result: --fps, else data_dst's, else 25."""
+    if opts.fps:
+        return ffmpeg.snap_frame_rate(opts.fps), None
+    if ref_info is not None and ref_info.video is not None:
+        tb = ref_info.video.time_base
+        return ref_info.video.frame_rate, tb.denominator if tb.numerator == 1 else None
+    log.warning("no data_dst.* video to take the frame rate from: using 25 fps (set --fps)")
+    return Fraction(25), None
+
+
+def _encode_masks(ws: Workspace, opts: MergedVideoOptions, masks: list[Path], frames: list[Path],
+                  settings: ffmpeg.EncodeSettings) -> Path:  # fmt: skip
+    """`merged_mask/` -> `result_mask.<ext>` (lossless grey, the result's rate and padding)."""
+    try:
+        mseq = numbered_sequence(masks, expected_stems=[p.stem for p in frames])
+    except ValueError as exc:
+        raise UserError(f"{exc}: the mask frames do not match the merged frames") from None
+    mask_settings = ffmpeg.EncodeSettings(
+        container=opts.container, lossless=True, frame_rate=settings.frame_rate, timescale=settings.timescale,
+        pad_to_even=settings.pad_to_even, gray=True,
+    )  # fmt: skip
+    mask_out = ws.result_mask_path(opts.container)
+    _encode(ws, mseq.pattern, mseq.first, mseq.count, mask_out, mask_settings, None, None)
+    return mask_out
 
 
 def _encode(

@@ -1,5 +1,8 @@
 """Script 0_demo: the whole pipeline on real media, headless, with small settings (minutes on a CPU).
 
+Not a stage of its own but the stages in order, so it lives beside them (`facelab/demo.py`):
+the one module that calls several stages.
+
 The media (public-domain photos of Barack Obama, and the "carphone" talking-head clip) come from
 two registry packages that setup fetched into `_internal/demo_media/`; nothing is downloaded now.
 It builds `data_src.mp4` from the photos (each held for a second, also mirrored) and uses the
@@ -23,11 +26,12 @@ import numpy as np
 from facelab.errors import ConfirmationNeeded, UserError
 from facelab.options import option, resolve_options
 from facelab.report import Report
+from facelab.runtime import INTERNAL
 from facelab.workspace import PLACEHOLDER, Workspace
 
 log = logging.getLogger(__name__)
 
-MEDIA_DIR = Path(__file__).resolve().parents[2] / "demo_media"
+MEDIA_DIR = INTERNAL / "demo_media"
 
 
 @dataclass(frozen=True)
