@@ -253,6 +253,11 @@ def given_from_namespace(cls: type, namespace: argparse.Namespace) -> dict[str, 
 # ---------------------------------------------------------------- prompts
 
 
+def say(text: str, out=None) -> None:  # noqa: ANN001
+    """Text shown with the prompts (a list to choose from), where the prompts are written."""
+    (out or sys.stdout).write(text + "\n")
+
+
 def ask_option(
     spec: OptionSpec,
     default: Any,

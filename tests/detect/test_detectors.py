@@ -105,9 +105,12 @@ def _plugin_args(name: str, weight_files) -> dict:
 @pytest.mark.parametrize("name", list_detectors())
 def test_detector_contract(name, weight_files, media):
     frame = read_image(media("obama2.jpg"))
-    dets = create_detector(name, **_plugin_args(name, weight_files)).detect(frame)
+    # random S3FD weights find no face at the usual threshold: take every candidate box instead,
+    # so the checks below always run on real decoded outputs
+    extra = {"min_score": 0.0} if name == "s3fd" else {}
+    dets = create_detector(name, **_plugin_args(name, weight_files), **extra).detect(frame)
     h, w = frame.shape[:2]
-    assert isinstance(dets, list)
+    assert isinstance(dets, list) and dets, f"{name} returned no candidates"
     for d in dets:
         assert isinstance(d, Detection) and 0 <= d.score <= 1
         l, t, r, b = d.rect

@@ -86,7 +86,7 @@ def test_preview_window_keys_and_screenshot(train_workspace, tmp_path):
         control.request(quit_requested=True)
         worker.join(timeout=120)
         window.close()
-    assert app is not None
+    app.processEvents()  # the QApplication lives (is referenced) until the end of the test
 
 
 def test_headless_training_never_imports_qt(train_workspace, tmp_path):

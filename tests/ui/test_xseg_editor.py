@@ -28,7 +28,7 @@ def faces(train_workspace, tmp_path):
     for p in list_images(train_workspace.aligned_dir("dst"))[:3]:
         shutil.copy(p, folder / p.name)
     yield folder
-    assert app is not None
+    app.processEvents()  # the QApplication lives (is referenced) until the end of the test
 
 
 def _open(folder):

@@ -21,7 +21,6 @@ import json
 import logging
 import shutil
 import signal
-import sys
 import threading
 import time
 from dataclasses import replace
@@ -31,10 +30,9 @@ from typing import Any
 from facelab.errors import UserError
 from facelab.io.frames import write_text_atomic
 from facelab.models import store
-from facelab.options import OptionSpec, ask_option, ask_yes_no, resolve_options, wait_for_enter
+from facelab.options import OptionSpec, ask_option, ask_yes_no, resolve_options, say, wait_for_enter
 from facelab.report import Report
 from facelab.ui import can_show_windows
-from facelab.training.distributed import parse_devices
 from facelab.training.options import TrainOptions, model_options
 from facelab.workspace import Workspace
 
@@ -48,10 +46,10 @@ def _choose_model(ws: Workspace, model: str, interactive: bool) -> str:
         if not models:
             spec = OptionSpec(key="name", title="Name of the new model", kind=str, default="new")
             return _valid_name(ask_option(spec, "new"))
-        _say(f"Choose one of the saved {store.spec(model).suffix} models, or enter a name to create a new one:")
+        say(f"Choose one of the saved {store.spec(model).suffix} models, or enter a name to create a new one:")
         for i, (name, _) in enumerate(models):
-            _say(f"[{i}] : {name}" + (" - latest" if i == 0 else ""))
-        _say("[r] : rename\n[d] : delete")
+            say(f"[{i}] : {name}" + (" - latest" if i == 0 else ""))
+        say("[r] : rename\n[d] : delete")
         spec = OptionSpec(key="choice", title="Model", kind=str, default="0")
         answer = ask_option(spec, "0").strip()
         if answer.isdigit() and int(answer) < len(models):
@@ -59,25 +57,20 @@ def _choose_model(ws: Workspace, model: str, interactive: bool) -> str:
         if answer in ("r", "d"):
             pick = ask_option(OptionSpec(key="which", title="Which model (number)", kind=str, default="0"), "0")
             if not pick.isdigit() or int(pick) >= len(models):
-                _say("no such model")
+                say("no such model")
                 continue
             name, folder = models[int(pick)]
             if answer == "r":
                 new = _valid_name(ask_option(OptionSpec(key="new", title="New name", kind=str, default=name), name))
                 target = store.spec(model).folder(ws, new)
                 if target.exists():
-                    _say(f"{target.name} exists already")
+                    say(f"{target.name} exists already")
                 else:
                     folder.rename(target)
             elif ask_yes_no(f"Delete model {name} and all its checkpoints and backups", False):
                 shutil.rmtree(folder)
             continue
         return _valid_name(answer)
-
-
-def _say(text: str) -> None:
-    """Prompt-side text (the model list), written where the prompts go."""
-    sys.stdout.write(text + "\n")
 
 
 def _valid_name(name: str) -> str:
@@ -103,7 +96,7 @@ def resolve_train(ws: Workspace, given: dict[str, Any], interactive: bool) -> Tr
         except (OSError, ValueError):
             defaults = None
         if asks:
-            _say(f"Creating the new model {folder.name}. Press Enter to take a value in brackets, ? for help.")
+            say(f"Creating the new model {folder.name}. Press Enter to take a value in brackets, ? for help.")
         return resolve_options(TrainOptions, given, saved=defaults, interactive=asks)
     override = asks and wait_for_enter(2, "Press Enter within 2 seconds to override model settings.")
     return resolve_options(TrainOptions, given, saved=saved, interactive=override, resuming=True)
@@ -176,7 +169,8 @@ def _run_with_window(trainer, stop: threading.Event, title: str) -> dict:  # noq
 
 
 def train(ws: Workspace, opts: TrainOptions) -> Report:
-    from facelab.training.trainer import Trainer  # torch is imported only when training
+    from facelab.training.distributed import parse_devices  # torch is imported only when training
+    from facelab.training.trainer import Trainer
 
     started = time.perf_counter()
     ws.require()
