@@ -31,6 +31,11 @@ MASK_MODES = ("full", "dst", "learned-prd", "learned-dst", "learned-prd*dst", "l
               "xseg-prd", "xseg-dst", "xseg-prd*dst", "all")  # fmt: skip
 COLOR_MODES = ("none", "rct", "lct", "mkl", "mkl-m", "idt", "idt-m", "sot-m", "mix-m")
 SHARPEN_MODES = ("none", "box", "gaussian")
+RANGES = {  # the numeric merge settings: (lowest, highest), as DFL's merger clamps them
+    "erode": (-400, 400), "blur": (0, 400), "motion_blur_power": (0, 100), "output_face_scale": (-50, 50),
+    "blursharpen_amount": (-100, 100), "hist_match_threshold": (0, 255), "image_denoise_power": (0, 500),
+    "bicubic_degrade_power": (0, 100), "color_degrade_power": (0, 100),
+}  # fmt: skip
 
 
 register_mode = MODES.register
@@ -43,18 +48,19 @@ class MergeConfig:
 
     mode: str = "overlay"
     mask_mode: str = "learned-prd*dst"
-    erode: int = 0  # -400..400 (negative dilates), mask space px (4 x model resolution)
-    blur: int = 0  # 0..400
-    motion_blur_power: int = 0  # 0..100
-    output_face_scale: int = 0  # -50..50 %
+    # ranges: RANGES above
+    erode: int = 0  # negative dilates; mask space px (4 x model resolution)
+    blur: int = 0
+    motion_blur_power: int = 0
+    output_face_scale: int = 0  # %
     color_transfer: str = "rct"
     sharpen_mode: str = "none"
-    blursharpen_amount: int = 0  # -100..100
+    blursharpen_amount: int = 0
     hist_match_threshold: int = 238
     masked_hist_match: bool = True
-    image_denoise_power: int = 0  # 0..500
-    bicubic_degrade_power: int = 0  # 0..100
-    color_degrade_power: int = 0  # 0..100
+    image_denoise_power: int = 0
+    bicubic_degrade_power: int = 0
+    color_degrade_power: int = 0
 
 
 @dataclass

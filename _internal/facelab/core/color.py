@@ -2,8 +2,12 @@
 them; checked against `dfl-golden/color.npz`. Images are H x W x 3 float32 BGR in [0, 1]; masks
 H x W x 1 float32. The training twins (batched torch) are in `nn/color.py`.
 
-Each transfer recolours `target` (the swapped face) toward `source` (the dst face). Registry:
-`register_color(name)`, `create_color(name)`, `list_colors()`; the names are the merger's.
+Every function takes `(target, source, ...)` and recolours `target` (the swapped face) toward
+`source` (the dst face): both H x W x 3 float32 BGR in [0, 1] (hist-match also takes 0-255), and
+returns the recoloured target, H x W x 3 float32. Registry: `register_color(name)`,
+`create_color(name)`, `list_colors()`; a registered transfer is called as
+`create_color(name)(target, source, mask, rng=None)` with `mask` H x W x 1 float32 in [0, 1]
+(the "-m" modes use only the pixels inside it) and returns values in [0, 1].
 """
 
 from __future__ import annotations
@@ -54,11 +58,11 @@ def linear_color_transfer(target: np.ndarray, source: np.ndarray, eps: float = 1
     return np.clip(out, 0, 1).astype(np.float32)
 
 
-def color_transfer_mkl(x0: np.ndarray, x1: np.ndarray) -> np.ndarray:
-    """The Monge-Kantorovich linear map of x0's colours onto x1's (DFL's exact formulation)."""
+def color_transfer_mkl(target: np.ndarray, source: np.ndarray) -> np.ndarray:
+    """The Monge-Kantorovich linear map of target's colours onto source's (DFL's exact formulation)."""
     eps = np.finfo(float).eps
-    h, w, c = x0.shape
-    a0, a1 = x0.reshape(-1, c).astype(np.float64), x1.reshape(-1, c).astype(np.float64)
+    h, w, c = target.shape
+    a0, a1 = target.reshape(-1, c).astype(np.float64), source.reshape(-1, c).astype(np.float64)
     a, b = np.cov(a0.T), np.cov(a1.T)
     da2, ua = np.linalg.eig(a)
     da = np.diag(np.sqrt(da2.clip(eps, None)))
@@ -79,11 +83,11 @@ def _random_rotation(rng: np.random.Generator, n: int = 3) -> np.ndarray:
     return q
 
 
-def color_transfer_idt(i0: np.ndarray, i1: np.ndarray, bins: int = 256, n_rot: int = 20, rng: np.random.Generator | None = None) -> np.ndarray:
+def color_transfer_idt(target: np.ndarray, source: np.ndarray, bins: int = 256, n_rot: int = 20, rng: np.random.Generator | None = None) -> np.ndarray:
     """Iterative distribution transfer: n_rot random rotations of 1-D CDF matching, relaxation 1/n_rot."""
     rng = rng or np.random.default_rng()
-    h, w, c = i0.shape
-    d0, d1 = i0.reshape(-1, c).T.astype(np.float32), i1.reshape(-1, c).T.astype(np.float32)
+    h, w, c = target.shape
+    d0, d1 = target.reshape(-1, c).T.astype(np.float32), source.reshape(-1, c).T.astype(np.float32)
     for _ in range(n_rot):
         r = _random_rotation(rng, c).astype(np.float32)
         d0r, d1r = r @ d0, r @ d1
@@ -101,31 +105,31 @@ def color_transfer_idt(i0: np.ndarray, i1: np.ndarray, bins: int = 256, n_rot: i
     return np.clip(d0.T.reshape(h, w, c), 0, 1).astype(np.float32)
 
 
-def color_transfer_sot(src: np.ndarray, trg: np.ndarray, steps: int = 10, batch_size: int = 5, reg_sigma_xy: float = 16.0,
+def color_transfer_sot(target: np.ndarray, source: np.ndarray, steps: int = 10, batch_size: int = 5, reg_sigma_xy: float = 16.0,
                        reg_sigma_v: float = 5.0, rng: np.random.Generator | None = None) -> np.ndarray:  # fmt: skip
     """Sliced optimal transport, then DFL's bilateral smoothing of the change."""
     rng = rng or np.random.default_rng()
-    h, w, c = src.shape
-    new = src.astype(np.float32).copy()
+    h, w, c = target.shape
+    new = target.astype(np.float32).copy()
     for _ in range(steps):
         advect = np.zeros((h * w, c), np.float32)
         for _ in range(batch_size):
             d = rng.normal(size=c).astype(np.float32)
             d /= np.linalg.norm(d)
-            ps, pt = (new * d).sum(-1).reshape(-1), (trg * d).sum(-1).reshape(-1)
+            ps, pt = (new * d).sum(-1).reshape(-1), (source * d).sum(-1).reshape(-1)
             ids, idt = np.argsort(ps), np.argsort(pt)
             advect[ids] += (pt[idt] - ps[ids])[:, None] * d
         new += advect.reshape(h, w, c) / batch_size
     if reg_sigma_xy:
-        diff = new - src
-        new = src + cv2.bilateralFilter(diff, 0, reg_sigma_v, reg_sigma_xy).reshape(h, w, c)
+        diff = new - target
+        new = target + cv2.bilateralFilter(diff, 0, reg_sigma_v, reg_sigma_xy).reshape(h, w, c)
     return new
 
 
-def color_transfer_mix(img_src: np.ndarray, img_trg: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
+def color_transfer_mix(target: np.ndarray, source: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
     """LCT on lightness plus SOT on the colour channels, in 8-bit Lab (DFL's mix-m)."""
-    s8 = np.clip(img_src * 255, 0, 255).astype(np.uint8)
-    t8 = np.clip(img_trg * 255, 0, 255).astype(np.uint8)
+    s8 = np.clip(target * 255, 0, 255).astype(np.uint8)
+    t8 = np.clip(source * 255, 0, 255).astype(np.uint8)
     s_lab, t_lab = cv2.cvtColor(s8, cv2.COLOR_BGR2LAB), cv2.cvtColor(t8, cv2.COLOR_BGR2LAB)
     light = linear_color_transfer(s_lab[..., 0:1].astype(np.float32) / 255, t_lab[..., 0:1].astype(np.float32) / 255)
     light = np.clip(light[..., 0] * 255, 0, 255).astype(np.uint8)
@@ -138,10 +142,10 @@ def color_transfer_mix(img_src: np.ndarray, img_trg: np.ndarray, rng: np.random.
     return (cv2.cvtColor(mixed, cv2.COLOR_LAB2BGR) / 255.0).astype(np.float32)
 
 
-def channel_hist_match(source: np.ndarray, template: np.ndarray, threshold: float = 255) -> np.ndarray:
-    oldshape = source.shape
-    s_values, bin_idx, s_counts = np.unique(source.ravel(), return_inverse=True, return_counts=True)
-    t_values, t_counts = np.unique(template.ravel(), return_counts=True)
+def channel_hist_match(target: np.ndarray, source: np.ndarray, threshold: float = 255) -> np.ndarray:
+    oldshape = target.shape
+    s_values, bin_idx, s_counts = np.unique(target.ravel(), return_inverse=True, return_counts=True)
+    t_values, t_counts = np.unique(source.ravel(), return_counts=True)
     s_q = np.cumsum(s_counts).astype(np.float64)
     s_q = threshold * s_q / s_q[-1]
     t_q = np.cumsum(t_counts).astype(np.float64)
@@ -149,18 +153,18 @@ def channel_hist_match(source: np.ndarray, template: np.ndarray, threshold: floa
     return np.interp(s_q, t_q, t_values)[bin_idx].reshape(oldshape)
 
 
-def color_hist_match(src: np.ndarray, tar: np.ndarray, threshold: float = 255) -> np.ndarray:
+def color_hist_match(target: np.ndarray, source: np.ndarray, threshold: float = 255) -> np.ndarray:
     """Per-channel histogram matching; `threshold` < 255 scales the source quantiles (DFL)."""
-    chans = [channel_hist_match(src[..., i], tar[..., i], threshold) for i in range(3)]
-    return np.stack(chans + [src[..., i] for i in range(3, src.shape[2])], -1).astype(src.dtype)
+    chans = [channel_hist_match(target[..., i], source[..., i], threshold) for i in range(3)]
+    return np.stack(chans + [target[..., i] for i in range(3, target.shape[2])], -1).astype(target.dtype)
 
 
-def masked_hist_match_inputs(face: np.ndarray, dst: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def masked_hist_match_inputs(target: np.ndarray, source: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The merger's hist-match inputs: outside the mask both images become white."""
-    white = (1.0 - mask) * np.ones(face.shape[:2] + (1,), np.float32)
-    a = face * mask + white
+    white = (1.0 - mask) * np.ones(target.shape[:2] + (1,), np.float32)
+    a = target * mask + white
     a[a > 1.0] = 1.0
-    b = dst * mask + white
+    b = source * mask + white
     b[a > 1.0] = 1.0  # DFL tests the first image here; kept
     return a, b
 
@@ -171,12 +175,12 @@ def _binary(mask: np.ndarray) -> np.ndarray:
 
 # ---------------------------------------------------------------- the merger's modes
 
-register_color("none")(lambda face, dst, mask, rng=None: face)
-register_color("rct")(lambda face, dst, mask, rng=None: np.clip(reinhard_color_transfer(face, dst, mask, mask), 0, 1))
-register_color("lct")(lambda face, dst, mask, rng=None: linear_color_transfer(face, dst))
-register_color("mkl")(lambda face, dst, mask, rng=None: color_transfer_mkl(face, dst))
-register_color("mkl-m")(lambda face, dst, mask, rng=None: color_transfer_mkl(face * _binary(mask), dst * _binary(mask)))
-register_color("idt")(lambda face, dst, mask, rng=None: color_transfer_idt(face, dst, rng=rng))
-register_color("idt-m")(lambda face, dst, mask, rng=None: color_transfer_idt(face * _binary(mask), dst * _binary(mask), rng=rng))
-register_color("sot-m")(lambda face, dst, mask, rng=None: np.clip(color_transfer_sot(face * _binary(mask), dst * _binary(mask), batch_size=30, rng=rng), 0, 1))
-register_color("mix-m")(lambda face, dst, mask, rng=None: color_transfer_mix(face * _binary(mask), dst * _binary(mask), rng=rng))
+register_color("none")(lambda target, source, mask, rng=None: target)
+register_color("rct")(lambda target, source, mask, rng=None: np.clip(reinhard_color_transfer(target, source, mask, mask), 0, 1))
+register_color("lct")(lambda target, source, mask, rng=None: linear_color_transfer(target, source))
+register_color("mkl")(lambda target, source, mask, rng=None: color_transfer_mkl(target, source))
+register_color("mkl-m")(lambda target, source, mask, rng=None: color_transfer_mkl(target * _binary(mask), source * _binary(mask)))
+register_color("idt")(lambda target, source, mask, rng=None: color_transfer_idt(target, source, rng=rng))
+register_color("idt-m")(lambda target, source, mask, rng=None: color_transfer_idt(target * _binary(mask), source * _binary(mask), rng=rng))
+register_color("sot-m")(lambda target, source, mask, rng=None: np.clip(color_transfer_sot(target * _binary(mask), source * _binary(mask), batch_size=30, rng=rng), 0, 1))
+register_color("mix-m")(lambda target, source, mask, rng=None: color_transfer_mix(target * _binary(mask), source * _binary(mask), rng=rng))

@@ -22,6 +22,10 @@ import numpy as np
 from facelab.types import Affine2x3, ImageBGR, Landmarks68
 
 
+FACE_TYPE_CHOICES = ("h", "mf", "f", "wf", "head")
+"""The face types a user chooses among (short names; `FaceType.parse` reads them)."""
+
+
 class FaceType(IntEnum):
     """DFL's face types; the int values are DFL's enum values (stored in its files)."""
 

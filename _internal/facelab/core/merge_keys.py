@@ -9,21 +9,18 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from facelab.core.blend import COLOR_MODES, MASK_MODES, SHARPEN_MODES, MergeConfig
+from facelab.core.blend import COLOR_MODES, MASK_MODES, RANGES, SHARPEN_MODES, MergeConfig
 
 MODE_KEYS = {"`": "original", "1": "overlay", "2": "hist-match", "3": "seamless", "4": "seamless-hist-match",
              "5": "raw-rgb", "6": "raw-predict"}  # fmt: skip
-# key: (field, step, low, high)
+# key: (field, step); the field's range is core.blend.RANGES
 STEP_KEYS = {
-    "q": ("hist_match_threshold", 1, 0, 255), "a": ("hist_match_threshold", -1, 0, 255),
-    "w": ("erode", 1, -400, 400), "s": ("erode", -1, -400, 400),
-    "e": ("blur", 1, 0, 400), "d": ("blur", -1, 0, 400),
-    "r": ("motion_blur_power", 1, 0, 100), "f": ("motion_blur_power", -1, 0, 100),
-    "y": ("blursharpen_amount", 1, -100, 100), "h": ("blursharpen_amount", -1, -100, 100),
-    "u": ("output_face_scale", 1, -50, 50), "j": ("output_face_scale", -1, -50, 50),
-    "i": ("image_denoise_power", 1, 0, 500), "k": ("image_denoise_power", -1, 0, 500),
-    "o": ("bicubic_degrade_power", 1, 0, 100), "l": ("bicubic_degrade_power", -1, 0, 100),
-    "p": ("color_degrade_power", 1, 0, 100), ";": ("color_degrade_power", -1, 0, 100),
+    "q": ("hist_match_threshold", 1), "a": ("hist_match_threshold", -1), "w": ("erode", 1), "s": ("erode", -1),
+    "e": ("blur", 1), "d": ("blur", -1), "r": ("motion_blur_power", 1), "f": ("motion_blur_power", -1),
+    "y": ("blursharpen_amount", 1), "h": ("blursharpen_amount", -1), "u": ("output_face_scale", 1),
+    "j": ("output_face_scale", -1), "i": ("image_denoise_power", 1), "k": ("image_denoise_power", -1),
+    "o": ("bicubic_degrade_power", 1), "l": ("bicubic_degrade_power", -1), "p": ("color_degrade_power", 1),
+    ";": ("color_degrade_power", -1),
 }  # fmt: skip
 CYCLE_KEYS = {"x": ("mask_mode", MASK_MODES), "c": ("color_transfer", COLOR_MODES), "n": ("sharpen_mode", SHARPEN_MODES)}
 SHIFTED = {":": ";", "~": "`", "!": "1", "@": "2", "#": "3", "$": "4", "%": "5", "^": "6"}  # US layout: the shifted character
@@ -56,7 +53,8 @@ def apply_key(cfg: MergeConfig, key: str, shift: bool = False) -> MergeConfig:
     if key == ";" and shift:
         return replace(cfg, color_degrade_power=max(0, cfg.color_degrade_power - 5))
     if key in STEP_KEYS:
-        field, step, low, high = STEP_KEYS[key]
+        field, step = STEP_KEYS[key]
+        low, high = RANGES[field]
         value = getattr(cfg, field) + step * (5 if shift else 1)
         return replace(cfg, **{field: min(high, max(low, value))})
     if key in CYCLE_KEYS:

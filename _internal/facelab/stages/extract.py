@@ -26,7 +26,7 @@ from typing import Callable, Iterable, Iterator, TypeVar
 
 import numpy as np
 
-from facelab.core.landmarks import FaceType, get_transform_mat, transform_points, warp_face
+from facelab.core.landmarks import FACE_TYPE_CHOICES, FaceType, get_transform_mat, transform_points, warp_face
 from facelab.core.overlay import draw_face_debug
 from facelab.core.tracking import link_tracks, smooth_track
 from facelab.detect.base import Detection, create_detector, create_landmarker, list_detectors, list_landmarkers
@@ -55,7 +55,7 @@ R = TypeVar("R")
 class ExtractOptions:
     side: str = option("Side", "src", choices=("src", "dst"), ask=False, help="which frames: data_src or data_dst")
     face_type: str = option(
-        "Face type", "wf", choices=("h", "mf", "f", "wf", "head"),
+        "Face type", "wf", choices=FACE_TYPE_CHOICES,
         help="how much of the head the crop holds: h half, mf mid-full, f full, wf whole face "
         "(forehead too), head",
     )  # fmt: skip

@@ -35,7 +35,7 @@ from typing import Iterator
 import cv2
 import numpy as np
 
-from facelab.core.landmarks import FaceType, estimate_pitch_yaw_roll, get_transform_mat, transform_points
+from facelab.core.landmarks import FACE_TYPE_CHOICES, FaceType, estimate_pitch_yaw_roll, get_transform_mat, transform_points
 from facelab.core.masks import polygons_mask
 from facelab.core.overlay import draw_face_debug
 from facelab.errors import ConfirmationNeeded, UserError
@@ -60,7 +60,7 @@ class FacesetOptions:
     side: str = option("Side", "src", choices=("src", "dst"), ask=False, help="which faceset when no folder is given")
     image_size: int = option("New image size", 512, min=128, max=2048, ask=lambda v: v["action"] == "resize",
                              help="resize: side of the resized faces in pixels")  # fmt: skip
-    face_type: str = option("New face type", "same", choices=("same", "h", "mf", "f", "wf", "head"),
+    face_type: str = option("New face type", "same", choices=("same", *FACE_TYPE_CHOICES),
                             ask=lambda v: v["action"] == "resize", help="resize: change the framing, or keep it")  # fmt: skip
     keep_size: bool = option("Keep edited size", False, ask=False,
                              help="metadata-restore: keep the edited image size and scale the metadata to it")  # fmt: skip

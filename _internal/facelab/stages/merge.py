@@ -28,7 +28,7 @@ import cv2
 import numpy as np
 
 from facelab.core.blend import (
-    COLOR_MODES, MASK_MODES, SHARPEN_MODES, FaceInput, MergeConfig, compose_frame, list_modes, motion_of,
+    COLOR_MODES, MASK_MODES, RANGES, SHARPEN_MODES, FaceInput, MergeConfig, compose_frame, list_modes, motion_of,
 )  # fmt: skip
 from facelab.core.landmarks import FaceType, get_transform_mat, transform_points
 from facelab.errors import ConfirmationNeeded, UserError
@@ -51,6 +51,12 @@ SESSION = ".facelab_merge.json"
 CHUNK = 8
 
 
+def bounds(field: str) -> dict[str, int]:
+    """The option's min and max: the merger's range of the setting (`core.blend.RANGES`)."""
+    low, high = RANGES[field]
+    return {"min": low, "max": high}
+
+
 @dataclass(frozen=True)
 class MergeOptions:
     model: str = option("Model", "saehd", choices=("saehd", "quick96"), ask=False, help="which kind of model")
@@ -64,20 +70,20 @@ class MergeOptions:
                        help="overlay, hist-match, seamless, seamless-hist-match, raw-rgb, raw-predict, original")  # fmt: skip
     mask_mode: str = option("Mask mode", "learned-prd*dst", choices=MASK_MODES,
                             help="which mask cuts the face out: learned masks of the model, the landmark hull, XSeg")  # fmt: skip
-    erode: int = option("Erode mask", 0, min=-400, max=400, help="shrink (+) or grow (-) the mask")
-    blur: int = option("Blur mask", 0, min=0, max=400, help="soften the mask edge")
-    motion_blur_power: int = option("Motion blur power", 0, min=0, max=100, help="blur the face along its movement")
-    output_face_scale: int = option("Output face scale", 0, min=-50, max=50, help="percent bigger or smaller")
+    erode: int = option("Erode mask", 0, **bounds("erode"), help="shrink (+) or grow (-) the mask")
+    blur: int = option("Blur mask", 0, **bounds("blur"), help="soften the mask edge")
+    motion_blur_power: int = option("Motion blur power", 0, **bounds("motion_blur_power"), help="blur the face along its movement")
+    output_face_scale: int = option("Output face scale", 0, **bounds("output_face_scale"), help="percent bigger or smaller")
     color_transfer: str = option("Color transfer", "rct", choices=COLOR_MODES, help="match the face's colours to the frame")
     sharpen_mode: str = option("Sharpen mode", "none", choices=SHARPEN_MODES, help="sharpen or blur the face")
-    blursharpen_amount: int = option("Blur/sharpen amount", 0, min=-100, max=100, ask=lambda v: v["sharpen_mode"] != "none",
+    blursharpen_amount: int = option("Blur/sharpen amount", 0, **bounds("blursharpen_amount"), ask=lambda v: v["sharpen_mode"] != "none",
                                      help="+ sharpens, - blurs")  # fmt: skip
-    hist_match_threshold: int = option("Hist match threshold", 238, min=0, max=255, ask=lambda v: "hist" in v["mode"],
+    hist_match_threshold: int = option("Hist match threshold", 238, **bounds("hist_match_threshold"), ask=lambda v: "hist" in v["mode"],
                                        help="lower keeps more of the face's own contrast")  # fmt: skip
     masked_hist_match: bool = option("Masked hist match", True, ask=lambda v: "hist" in v["mode"], help="match inside the mask only")
-    image_denoise_power: int = option("Image denoise power", 0, min=0, max=500, help="denoise the face")
-    bicubic_degrade_power: int = option("Bicubic degrade power", 0, min=0, max=100, help="soften the face to match a soft video")
-    color_degrade_power: int = option("Color degrade power", 0, min=0, max=100, help="reduce the face's colours")
+    image_denoise_power: int = option("Image denoise power", 0, **bounds("image_denoise_power"), help="denoise the face")
+    bicubic_degrade_power: int = option("Bicubic degrade power", 0, **bounds("bicubic_degrade_power"), help="soften the face to match a soft video")
+    color_degrade_power: int = option("Color degrade power", 0, **bounds("color_degrade_power"), help="reduce the face's colours")
     device: str = option("Device", "auto", ask=False, help="auto, cpu, cuda, cuda:1, mps")
     precision: str = option("Precision", "auto", choices=("auto", "fp32", "bf16", "fp16"), ask=False,
                             help="how the models run: auto = bf16 on a GPU and on CPUs with native bf16 (faster; "

@@ -142,32 +142,6 @@ def _train_distributed(ws: Workspace, opts: TrainOptions, folder: Path, devices:
                   f"{result['iteration']}; saved to {result['saved']}", time.perf_counter() - started, result)  # fmt: skip
 
 
-def _run_with_window(trainer, stop: threading.Event, title: str) -> dict:  # noqa: ANN001
-    """Training in a worker thread, the preview window in this (the main) thread."""
-    from facelab.training.control import TrainingControl
-    from facelab.ui.preview import run_preview_window
-
-    control = TrainingControl()
-    outcome: dict = {}
-
-    def work() -> None:
-        try:
-            outcome["result"] = trainer.run(stop, log.info, control)
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread
-            outcome["error"] = exc
-        finally:
-            control.publish(finished=True)
-
-    worker = threading.Thread(target=work, name="training")
-    worker.start()
-    run_preview_window(control, title)
-    control.request(quit_requested=True)  # window closed: save and stop
-    worker.join()
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["result"]
-
-
 def train(ws: Workspace, opts: TrainOptions) -> Report:
     from facelab.training.distributed import parse_devices  # torch is imported only when training
     from facelab.training.trainer import Trainer
@@ -200,7 +174,9 @@ def train(ws: Workspace, opts: TrainOptions) -> Report:
         previous = signal.signal(signal.SIGINT, lambda *_: stop.set())
     try:
         if opts.preview and can_show_windows():
-            result = _run_with_window(trainer, stop, folder.name)
+            from facelab.training.control import run_with_window
+
+            result = run_with_window(lambda control: trainer.run(stop, log.info, control), folder.name)
         else:
             result = trainer.run(stop, log.info)
     finally:

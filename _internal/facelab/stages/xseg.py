@@ -23,7 +23,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from facelab.core.landmarks import get_transform_mat
+from facelab.core.landmarks import FACE_TYPE_CHOICES, get_transform_mat
 from facelab.errors import ConfirmationNeeded, UserError
 from facelab.io.faceimage import write_meta
 from facelab.io.faceset import load_faceset
@@ -45,7 +45,7 @@ class XSegOptions:
     side: str = option("Side", "both", choices=("src", "dst", "both"), ask=False, help="which faceset(s)")
     yes: bool = option("Without asking", False, ask=False, help="remove / remove-labels without asking")
     # training (the first run asks; afterwards the model's saved options are used)
-    face_type: str = option("Face type", "wf", choices=("h", "mf", "f", "wf", "head"), ask=lambda v: v["action"] == "train",
+    face_type: str = option("Face type", "wf", choices=FACE_TYPE_CHOICES, ask=lambda v: v["action"] == "train",
                             help="the framing masks are learned and applied in")  # fmt: skip
     batch_size: int = option("Batch size", 4, min=2, max=16, ask=lambda v: v["action"] == "train", help="faces per step")
     pretrain: bool = option("Enable pretraining mode", False, ask=False, help="XSeg pretraining (needs --pretraining-data-dir)")
@@ -96,17 +96,9 @@ def _train(ws: Workspace, opts: XSegOptions) -> tuple[str, dict]:
     previous = signal.signal(signal.SIGINT, lambda *_: stop.set()) if threading.current_thread() is threading.main_thread() else None
     try:
         if opts.preview and can_show_windows():
-            from facelab.training.control import TrainingControl
-            from facelab.ui.preview import run_preview_window
+            from facelab.training.control import run_with_window
 
-            control = TrainingControl()
-            outcome: dict = {}
-            worker = threading.Thread(target=lambda: outcome.update(trainer.run(stop, log.info, control)))
-            worker.start()
-            run_preview_window(control, "XSeg")
-            control.request(quit_requested=True)
-            worker.join()
-            result = outcome
+            result = run_with_window(lambda control: trainer.run(stop, log.info, control), "XSeg")
         else:
             result = trainer.run(stop, log.info)
     finally:

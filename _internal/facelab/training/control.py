@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
+from typing import Any, Callable
 
 import numpy as np
 
@@ -47,3 +48,30 @@ class TrainingControl:
         with self.lock:
             return {"preview": self.preview, "iteration": self.iteration, "loss_history": list(self.loss_history),
                     "message": self.message, "finished": self.finished}  # fmt: skip
+
+
+def run_with_window(work: Callable[[TrainingControl], Any], title: str) -> Any:
+    """`work(control)` (a training loop) in a worker thread, the preview window in this (the
+    main) thread; closing the window asks the loop to save and stop. A worker's exception is
+    raised here, in the main thread, as itself."""
+    from facelab.ui.preview import run_preview_window  # Qt only when a window really opens
+
+    control = TrainingControl()
+    outcome: dict = {}
+
+    def worker() -> None:
+        try:
+            outcome["result"] = work(control)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread
+            outcome["error"] = exc
+        finally:
+            control.publish(finished=True)
+
+    thread = threading.Thread(target=worker, name="training")
+    thread.start()
+    run_preview_window(control, title)
+    control.request(quit_requested=True)  # window closed: save and stop
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["result"]

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from facelab.core.landmarks import FACE_TYPE_CHOICES
 from facelab.options import option
 
-FACE_TYPES = ("h", "mf", "f", "wf", "head")
 CT_MODES = ("none", "rct", "lct", "mkl", "idt", "sot")
 
 
@@ -36,7 +36,7 @@ class TrainOptions:
     # ---- fixed when the model is created
     resolution: int = option("Resolution", 128, min=64, max=640, fixed=True,
                              help="face size the model works at; multiple of 16 (32 for -d archis); more = sharper, slower")  # fmt: skip
-    face_type: str = option("Face type", "f", choices=FACE_TYPES, fixed=True,
+    face_type: str = option("Face type", "f", choices=FACE_TYPE_CHOICES, fixed=True,
                             help="h half, mf mid-full, f full, wf whole face (with forehead), head")  # fmt: skip
     archi: str = option("AE architecture", "liae-ud", choices=tuple(f"{k}{m}" for k in ("df", "liae") for m in
                         ("", "-u", "-d", "-t", "-ud", "-ut", "-dt", "-udt", "-c", "-uc", "-udc", "-udtc")),

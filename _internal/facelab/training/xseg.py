@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from facelab.core.landmarks import FaceType
+from facelab.core.landmarks import FACE_TYPE_CHOICES, FaceType
 from facelab.errors import UserError
 from facelab.io import checkpoint
 from facelab.io.faceset import Face, load_faceset
@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class XSegTrainOptions:
-    face_type: str = option("Face type", "wf", choices=("h", "mf", "f", "wf", "head"), fixed=True,
+    face_type: str = option("Face type", "wf", choices=FACE_TYPE_CHOICES, fixed=True,
                             help="the framing the masks are learned (and later applied) in")  # fmt: skip
     batch_size: int = option("Batch size", 4, min=2, max=16, help="faces per step")
     pretrain: bool = option("Enable pretraining mode", False, help="learn faces (grey, no skips) from --pretraining-data-dir")
