@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -133,6 +134,10 @@ def test_brush_copy_previous_mask_to_polygons_and_trash(faces):
     inter, union = (baked & (applied > 0.5)).sum(), (baked | (applied > 0.5)).sum()
     assert inter / union > 0.95 and any(not p.include for p in editor.polys)
     name = path.name
-    QTest.keyClick(editor, Qt.Key.Key_X)  # to the trash
-    assert (faces.parent / "aligned_trash" / name).exists() and not (faces / name).exists()
+    (faces.parent / "aligned_trash").mkdir()
+    (faces.parent / "aligned_trash" / name).write_bytes(b"a face trashed earlier")
+    QTest.keyClick(editor, Qt.Key.Key_X)  # to the trash, next to (not over) the earlier one
+    assert (faces.parent / "aligned_trash" / name).read_bytes() == b"a face trashed earlier"
+    moved = faces.parent / "aligned_trash" / f"{Path(name).stem}_1{Path(name).suffix}"
+    assert read_meta(moved) is not None and not (faces / name).exists()
     editor.close()

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from facelab.errors import UserError
-from facelab.io.faceimage import FaceMeta, FaceMetaError, image_size_from_bytes, meta_from_bytes
+from facelab.io.faceimage import FaceMeta, FaceMetaError, image_size_from_bytes, meta_from_bytes, read_face, read_meta, write_meta
 from facelab.io.frames import list_images
 
 PACK_NAME = "faceset.fpk"
@@ -125,3 +125,53 @@ def read_pack(pack: Path) -> Iterator[Face]:
 
         meta = FaceMeta.from_dict(entry["meta"]) if entry.get("meta") else None
         yield Face(name, meta, read, shape=shape)
+
+
+# ---------------------------------------------------------------- files of a faceset being edited
+
+
+def trash_folder(folder: Path) -> Path:
+    """Where faces taken out of `folder` go (DFL's `<aligned>_trash`)."""
+    return folder.parent / f"{folder.name}_trash"
+
+
+def unique_path(folder: Path, name: str) -> Path:
+    """`folder/name`, or `folder/<stem>_<n><ext>` with the first n that is free."""
+    target = folder / name
+    n = 1
+    while target.exists():
+        target = folder / f"{Path(name).stem}_{n}{Path(name).suffix}"
+        n += 1
+    return target
+
+
+def move_to_trash(path: Path) -> Path:
+    """Move a face into its folder's trash under a name nothing there has; returns where."""
+    trash = trash_folder(path.parent)
+    trash.mkdir(exist_ok=True)
+    target = unique_path(trash, path.name)
+    os.replace(path, target)
+    return target
+
+
+class FacesetFiles:
+    """The loose face files of one folder, for a window that edits them (the XSeg editor): the
+    window asks here instead of listing, writing and moving files itself."""
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+        self.paths = list_images(self.folder)
+
+    def read(self, index: int) -> tuple:
+        """(image BGR uint8, FaceMeta or None) of face `index`."""
+        return read_face(self.paths[index])
+
+    def meta(self, index: int) -> FaceMeta | None:
+        return read_meta(self.paths[index])
+
+    def save_meta(self, index: int, meta: FaceMeta) -> None:
+        write_meta(self.paths[index], meta)
+
+    def trash(self, index: int) -> Path:
+        """Move face `index` to the trash (a same-named face already there is kept)."""
+        return move_to_trash(self.paths.pop(index))

@@ -32,7 +32,7 @@ from facelab.core.landmarks import estimate_pitch_yaw_roll
 from facelab.core.masks import hull_mask
 from facelab.core.quality import estimate_motion_blur, estimate_sharpness
 from facelab.errors import UserError
-from facelab.io.faceset import Face, PACK_NAME, load_faceset
+from facelab.io.faceset import PACK_NAME, Face, load_faceset, move_to_trash, trash_folder
 from facelab.io.frames import list_images
 from facelab.log import progress
 from facelab.options import option
@@ -367,24 +367,12 @@ def _best(faces: Sequence[Face], target: int, fast: bool) -> Ordering:
 # ---------------------------------------------------------------- applying
 
 
-def _unique(folder: Path, name: str) -> Path:
-    target = folder / name
-    n = 1
-    while target.exists():
-        target = folder / f"{Path(name).stem}_{n}{Path(name).suffix}"
-        n += 1
-    return target
-
-
 def apply_ordering(folder: Path, faces: Sequence[Face], ordering: Ordering) -> Path:
     """Move trashed faces to `<folder>_trash`, rename kept ones 00000.jpg ... in order."""
-    trash_dir = folder.parent / f"{folder.name}_trash"
-    if ordering.trash:
-        trash_dir.mkdir(exist_ok=True)
     for i in ordering.trash:
         path = faces[i].path
         assert path is not None
-        os.replace(path, _unique(trash_dir, path.name))
+        move_to_trash(path)
     # two steps, so that a new name never lands on a file not yet renamed
     staged = []
     for n, i in enumerate(ordering.keep):
@@ -395,7 +383,7 @@ def apply_ordering(folder: Path, faces: Sequence[Face], ordering: Ordering) -> P
         staged.append((tmp, folder / f"{n:05d}{path.suffix.lower()}"))
     for tmp, final in staged:
         os.replace(tmp, final)
-    return trash_dir
+    return trash_folder(folder)
 
 
 def sort_faceset(ws: Workspace, opts: SortOptions) -> Report:

@@ -11,7 +11,7 @@ DFL's controls:
 - mouse wheel zoom (1-20x), middle button pan;
 - views: ` overlay of the baked mask on the face, 4 the baked mask, 5 the applied XSeg mask,
   1 the plain face;
-- X moves the face to `<folder>_trash`. Changes are saved into the face's metadata when you move to
+- X moves the face to `<folder>_trash` (a same-named face already there is kept). Changes are saved into the face's metadata when you move to
   another face and when the window closes.
 Beyond DFL (users.md §1 item 9):
 - B brush: drag to paint the current type (each dab becomes a small polygon), [ ] brush size;
@@ -22,7 +22,6 @@ Beyond DFL (users.md §1 item 9):
 from __future__ import annotations
 
 import math
-import shutil
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -33,8 +32,8 @@ from PySide6.QtGui import QColor, QFont, QImage, QKeyEvent, QMouseEvent, QPainte
 from PySide6.QtWidgets import QApplication, QWidget
 
 from facelab.core.masks import polygons_mask
-from facelab.io.faceimage import XSegPolygon, read_face, write_meta
-from facelab.io.frames import list_images
+from facelab.io.faceimage import XSegPolygon
+from facelab.io.faceset import FacesetFiles
 
 HIT_PX = 8
 INCLUDE, EXCLUDE = QColor(0, 255, 0), QColor(255, 60, 60)
@@ -66,8 +65,8 @@ class XSegEditor(QWidget):
 
     def __init__(self, folder: Path):
         super().__init__()
-        self.folder = Path(folder)
-        self.paths = list_images(self.folder)
+        self.files = FacesetFiles(folder)
+        self.paths = self.files.paths  # the files' own list: trashing a face updates both
         self.index = 0
         self.polys: list[Poly] = []
         self.current: Poly | None = None
@@ -93,7 +92,7 @@ class XSegEditor(QWidget):
     # ---------------------------------------------------------------- faces
 
     def _load(self) -> None:
-        self.image, self.meta = read_face(self.paths[self.index])
+        self.image, self.meta = self.files.read(self.index)
         self.polys = [Poly(p.include, np.asarray(p.points, float).tolist()) for p in (self.meta.xseg_polygons if self.meta else ())]
         self.current = None
         self.undo_stack, self.redo_stack = [], []
@@ -109,7 +108,7 @@ class XSegEditor(QWidget):
         if not self.dirty or self.meta is None:
             return
         polys = tuple(XSegPolygon(p.include, np.asarray(p.points, np.float32)) for p in self.polys if len(p.points) >= 3)
-        write_meta(self.paths[self.index], replace(self.meta, xseg_polygons=polys))
+        self.files.save_meta(self.index, replace(self.meta, xseg_polygons=polys))
         self.saved += 1
         self.dirty = False
 
@@ -120,23 +119,18 @@ class XSegEditor(QWidget):
             index += step
             if not 0 <= index < len(self.paths):
                 return
-            if not labelled_only or self._has_polys(self.paths[index]):
+            if not labelled_only or self._has_polys(index):
                 break
         self.index = index
         self._load()
 
-    def _has_polys(self, path: Path) -> bool:
-        from facelab.io.faceimage import read_meta
-
-        meta = read_meta(path)
+    def _has_polys(self, index: int) -> bool:
+        meta = self.files.meta(index)
         return bool(meta and meta.xseg_polygons)
 
     def trash(self) -> None:
         self.save()
-        target = self.folder.parent / f"{self.folder.name}_trash"
-        target.mkdir(exist_ok=True)
-        shutil.move(str(self.paths[self.index]), target / self.paths[self.index].name)
-        del self.paths[self.index]
+        self.files.trash(self.index)
         if not self.paths:
             self.close()
             return
@@ -324,9 +318,7 @@ class XSegEditor(QWidget):
         elif key == Qt.Key.Key_BracketRight:
             self.brush_radius = min(200.0, self.brush_radius * 1.25)
         elif key == Qt.Key.Key_C and self.index > 0:
-            from facelab.io.faceimage import read_meta
-
-            previous = read_meta(self.paths[self.index - 1])
+            previous = self.files.meta(self.index - 1)
             if previous and previous.xseg_polygons:
                 self._edit()
                 self.polys = [Poly(p.include, np.asarray(p.points, float).tolist()) for p in previous.xseg_polygons]
