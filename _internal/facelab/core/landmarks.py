@@ -302,3 +302,22 @@ def calc_face_pitch(aligned_landmarks: np.ndarray) -> float:
     t = ((lm[6, 1] - lm[8, 1]) + (lm[10, 1] - lm[8, 1])) / 2.0
     b = lm[8, 1]
     return float(b - t)
+
+
+def compose_affine(outer: np.ndarray, inner: np.ndarray) -> np.ndarray:
+    """2x3 affine of `outer` after `inner`."""
+    return (np.vstack([outer, [0, 0, 1]]) @ np.vstack([inner, [0, 0, 1]]))[:2]
+
+
+def reframe_face(old_type: FaceType, new_type: FaceType, size: int, old_wh: tuple[int, int],
+                 image_to_face: np.ndarray | None, source_landmarks: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:  # fmt: skip
+    """(old face image -> new face image, frame -> new face image) for an aligned face of size
+    `old_wh` resized to `size` px and, when the types differ, re-framed to `new_type` through its
+    frame-space landmarks (both `image_to_face` and `source_landmarks` are needed then)."""
+    if new_type != old_type:
+        assert image_to_face is not None and source_landmarks is not None
+        new_mat = get_transform_mat(source_landmarks, size, new_type)
+        return compose_affine(new_mat, cv2.invertAffineTransform(image_to_face)), new_mat
+    w, h = old_wh
+    m = np.array([[size / w, 0, 0], [0, size / h, 0]])
+    return m, None if image_to_face is None else compose_affine(m, image_to_face)

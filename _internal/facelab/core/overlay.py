@@ -1,6 +1,9 @@
-"""Debug overlays drawn on frames (dfl-spec §5 "Save": the aligned_debug images)."""
+"""Debug overlays drawn on frames (dfl-spec §5 "Save": the aligned_debug images), and the
+faceset info's yaw x pitch plot."""
 
 from __future__ import annotations
+
+import math
 
 import cv2
 import numpy as np
@@ -36,3 +39,32 @@ def draw_face_debug(
         cv2.polylines(frame_bgr, [np.rint(square).astype(np.int32)], True, (0, 0, 255), thickness, cv2.LINE_AA)
         corner = transform_points(np.array([[0, 0], [size * 0.1, 0], [0, size * 0.1]], float), mat_frame_to_face, invert=True)
         cv2.fillConvexPoly(frame_bgr, np.rint(corner).astype(np.int32), (0, 0, 255))
+
+
+YAW_EDGES_DEG = np.arange(-90, 91, 15)
+PITCH_EDGES_DEG = np.arange(-60, 61, 15)
+
+
+def yaw_pitch_plot(yaw_deg: np.ndarray, pitch_deg: np.ndarray, cell: int = 40) -> np.ndarray:
+    """A yaw x pitch grid: brighter = more faces, red = none (angles to look for)."""
+    hist, _, _ = np.histogram2d(np.clip(pitch_deg, -59.9, 59.9), np.clip(yaw_deg, -89.9, 89.9),
+                                [PITCH_EDGES_DEG, YAW_EDGES_DEG])  # fmt: skip
+    ny, nx = hist.shape
+    margin = 60
+    img = np.full((ny * cell + margin + 20, nx * cell + margin + 20, 3), 255, np.uint8)
+    peak = max(hist.max(), 1)
+    for i in range(ny):
+        for j in range(nx):
+            y0, x0 = margin + i * cell, margin + j * cell
+            n = hist[i, j]
+            colour = (60, 60, 230) if n == 0 else tuple(int(255 - 200 * math.sqrt(n / peak)) for _ in range(3))
+            cv2.rectangle(img, (x0, y0), (x0 + cell - 2, y0 + cell - 2), colour, -1)
+            if n:
+                cv2.putText(img, str(int(n)), (x0 + 3, y0 + cell // 2 + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (0, 0, 0), 1)
+    for j, d in enumerate(YAW_EDGES_DEG):
+        cv2.putText(img, f"{d}", (margin + j * cell - 10, margin - 8), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (0, 0, 0), 1)
+    for i, d in enumerate(PITCH_EDGES_DEG):
+        cv2.putText(img, f"{d}", (10, margin + i * cell + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (0, 0, 0), 1)
+    cv2.putText(img, "yaw", (margin, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1)
+    cv2.putText(img, "pitch", (5, margin - 25), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1)
+    return img

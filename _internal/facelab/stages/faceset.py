@@ -35,9 +35,11 @@ from typing import Iterator
 import cv2
 import numpy as np
 
-from facelab.core.landmarks import FACE_TYPE_CHOICES, FaceType, estimate_pitch_yaw_roll, get_transform_mat, transform_points
+from facelab.core.landmarks import (
+    FACE_TYPE_CHOICES, FaceType, compose_affine, estimate_pitch_yaw_roll, reframe_face, transform_points,
+)  # fmt: skip
 from facelab.core.masks import polygons_mask
-from facelab.core.overlay import draw_face_debug
+from facelab.core.overlay import PITCH_EDGES_DEG, YAW_EDGES_DEG, draw_face_debug, yaw_pitch_plot
 from facelab.errors import ConfirmationNeeded, UserError
 from facelab.io.faceimage import FaceMeta, FaceMetaError, XSegPolygon, write_face, write_meta
 from facelab.io.faceset import PACK_NAME, Face, load_faceset, read_pack, write_pack
@@ -112,8 +114,6 @@ def _dump(folder: Path, opts: FacesetOptions):  # noqa: ANN202 - generator
     return f"{faces} faces in {folder}{tail}", {"faces": faces, "skipped": skipped}
 
 
-YAW_EDGES_DEG = np.arange(-90, 91, 15)
-PITCH_EDGES_DEG = np.arange(-60, 61, 15)
 
 
 def _info(folder: Path, opts: FacesetOptions):  # noqa: ANN202
@@ -156,31 +156,6 @@ def contact_sheet(faces: list[Face], cell: int = 96, columns: int = 20, limit: i
         r, c = divmod(k, columns)
         sheet[r * cell : (r + 1) * cell, c * cell : (c + 1) * cell] = cv2.resize(img, (cell, cell), interpolation=cv2.INTER_AREA)
     return sheet
-
-
-def yaw_pitch_plot(yaw_deg: np.ndarray, pitch_deg: np.ndarray, cell: int = 40) -> np.ndarray:
-    """A yaw x pitch grid: brighter = more faces, red = none (angles to look for)."""
-    hist, _, _ = np.histogram2d(np.clip(pitch_deg, -59.9, 59.9), np.clip(yaw_deg, -89.9, 89.9),
-                                [PITCH_EDGES_DEG, YAW_EDGES_DEG])  # fmt: skip
-    ny, nx = hist.shape
-    margin = 60
-    img = np.full((ny * cell + margin + 20, nx * cell + margin + 20, 3), 255, np.uint8)
-    peak = max(hist.max(), 1)
-    for i in range(ny):
-        for j in range(nx):
-            y0, x0 = margin + i * cell, margin + j * cell
-            n = hist[i, j]
-            colour = (60, 60, 230) if n == 0 else tuple(int(255 - 200 * math.sqrt(n / peak)) for _ in range(3))
-            cv2.rectangle(img, (x0, y0), (x0 + cell - 2, y0 + cell - 2), colour, -1)
-            if n:
-                cv2.putText(img, str(int(n)), (x0 + 3, y0 + cell // 2 + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (0, 0, 0), 1)
-    for j, d in enumerate(YAW_EDGES_DEG):
-        cv2.putText(img, f"{d}", (margin + j * cell - 10, margin - 8), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (0, 0, 0), 1)
-    for i, d in enumerate(PITCH_EDGES_DEG):
-        cv2.putText(img, f"{d}", (10, margin + i * cell + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (0, 0, 0), 1)
-    cv2.putText(img, "yaw", (margin, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1)
-    cv2.putText(img, "pitch", (5, margin - 25), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1)
-    return img
 
 
 # ---------------------------------------------------------------- simple utilities
@@ -344,23 +319,13 @@ def _unpack(folder: Path, opts: FacesetOptions):  # noqa: ANN202
 # ---------------------------------------------------------------- resize
 
 
-def _compose(outer: np.ndarray, inner: np.ndarray) -> np.ndarray:
-    """2x3 affine of `outer` after `inner`."""
-    return (np.vstack([outer, [0, 0, 1]]) @ np.vstack([inner, [0, 0, 1]]))[:2]
-
-
 def resize_face(img: np.ndarray, meta: FaceMeta, size: int, face_type: FaceType | None) -> tuple[np.ndarray, FaceMeta]:
     """The face at `size` px (and `face_type`, re-framed through its source landmarks)."""
     h, w = img.shape[:2]
     new_type = face_type or meta.face_type
-    if new_type != meta.face_type:
-        if meta.image_to_face_mat is None or meta.source_landmarks is None:
-            raise FaceMetaError("no source landmarks and matrix: the face type cannot be changed")
-        new_mat = get_transform_mat(meta.source_landmarks, size, new_type)
-        m = _compose(new_mat, cv2.invertAffineTransform(meta.image_to_face_mat))  # old face -> new face
-    else:
-        m = np.array([[size / w, 0, 0], [0, size / h, 0]])
-        new_mat = None if meta.image_to_face_mat is None else _compose(m, meta.image_to_face_mat)
+    if new_type != meta.face_type and (meta.image_to_face_mat is None or meta.source_landmarks is None):
+        raise FaceMetaError("no source landmarks and matrix: the face type cannot be changed")
+    m, new_mat = reframe_face(meta.face_type, new_type, size, (w, h), meta.image_to_face_mat, meta.source_landmarks)
     out = cv2.warpAffine(img, m, (size, size), flags=cv2.INTER_LANCZOS4, borderMode=cv2.BORDER_CONSTANT)
     polys = tuple(XSegPolygon(p.include, transform_points(p.points, m).astype(np.float32)) for p in meta.xseg_polygons)
     new_meta = replace(meta, face_type=new_type, landmarks=transform_points(meta.landmarks, m).astype(np.float32),
@@ -369,7 +334,7 @@ def resize_face(img: np.ndarray, meta: FaceMeta, size: int, face_type: FaceType 
     if mask is not None:
         mh, mw = mask.shape[:2]
         to_image = np.array([[w / mw, 0, 0], [0, h / mh, 0]])
-        new_mask = cv2.warpAffine(mask[..., 0], _compose(m, to_image), (size, size), flags=cv2.INTER_LINEAR)
+        new_mask = cv2.warpAffine(mask[..., 0], compose_affine(m, to_image), (size, size), flags=cv2.INTER_LINEAR)
         new_meta = new_meta.with_xseg_mask(new_mask)
     return out, new_meta
 

@@ -30,6 +30,9 @@ import numpy as np
 
 from facelab.core.landmarks import estimate_pitch_yaw_roll
 from facelab.core.masks import hull_mask
+from facelab.core.ordering import (
+    bhattacharyya_matrix, chain_in_chunks, pick_over_pitch, squared_distance_matrix, take_round_robin,
+)  # fmt: skip
 from facelab.core.quality import estimate_motion_blur, estimate_sharpness
 from facelab.errors import UserError
 from facelab.io.faceset import PACK_NAME, Face, load_faceset, move_to_trash, trash_folder
@@ -159,57 +162,6 @@ def _black(face: Face) -> float:
     return float("inf") if img is None else float((img == 0).sum()) * 16
 
 
-# ---------------------------------------------------------------- distances and chains
-
-
-def bhattacharyya_matrix(hists: np.ndarray, channels: int = 1, rows: slice | None = None) -> np.ndarray:
-    """Sum over channels of the Bhattacharyya distance between histograms (OpenCV's formula on
-    normalised histograms), for `rows` against all; float32 (rows x N)."""
-    n, bins = hists.shape[0], hists.shape[1] // channels
-    h = hists.reshape(n, channels, bins).astype(np.float64)
-    h = np.sqrt(h / np.maximum(h.sum(-1, keepdims=True), 1e-12)).astype(np.float32)
-    rows = rows or slice(0, n)
-    total = np.zeros((len(range(n)[rows]), n), np.float32)
-    for c in range(channels):
-        bc = h[rows, c] @ h[:, c].T
-        total += np.sqrt(np.clip(1 - bc, 0, None))
-    return total
-
-
-def squared_distance_matrix(x: np.ndarray, rows: slice | None = None) -> np.ndarray:
-    """|xi - xj|^2 for `rows` against all, through one matrix product."""
-    rows = rows or slice(0, len(x))
-    sq = (x * x).sum(1)
-    return np.clip(sq[rows, None] + sq[None, :] - 2 * (x[rows] @ x.T), 0, None)
-
-
-def greedy_chain(dist: np.ndarray) -> list[int]:
-    """Start at 0, always step to the nearest face not yet visited (DFL's hist/absdiff order)."""
-    n = len(dist)
-    visited = np.zeros(n, bool)
-    order = [0]
-    visited[0] = True
-    cur = 0
-    for _ in range(n - 1):
-        row = np.where(visited, np.inf, dist[cur])
-        cur = int(row.argmin())
-        visited[cur] = True
-        order.append(cur)
-    return order
-
-
-def chain_in_chunks(features: np.ndarray, distance: Callable[[np.ndarray, slice], np.ndarray]) -> list[int]:
-    """Greedy chains over chunks of CHAIN_CHUNK faces, matrix built in blocks of rows."""
-    order: list[int] = []
-    for start in range(0, len(features), CHAIN_CHUNK):
-        chunk = features[start : start + CHAIN_CHUNK]
-        d = np.empty((len(chunk), len(chunk)), np.float32)
-        for r in range(0, len(chunk), 2048):
-            d[r : r + 2048] = distance(chunk, slice(r, r + 2048))
-        order += [start + i for i in greedy_chain(d)]
-    return order
-
-
 def _stack(values: list, faces: Sequence[Face]) -> tuple[np.ndarray, list[int], list[int]]:
     ok = [i for i, v in enumerate(values) if v is not None]
     bad = [i for i, v in enumerate(values) if v is None]
@@ -254,7 +206,7 @@ def sort_faces(faces: Sequence[Face], opts: SortOptions) -> Ordering:
         return _oneface(faces)
     if by == "hist":
         hists, ok, bad = _stack(_each(faces, _hist_bgr, "histograms"), faces)
-        order = chain_in_chunks(hists, lambda x, rows: bhattacharyya_matrix(x, 3, rows)) if ok else []
+        order = chain_in_chunks(hists, lambda x, rows: bhattacharyya_matrix(x, 3, rows), CHAIN_CHUNK) if ok else []
         return Ordering([ok[i] for i in order], bad)
     if by == "hist-dissim":
         hists, ok, bad = _stack(_each(faces, _hist_gray_masked, "histograms"), faces)
@@ -269,7 +221,7 @@ def sort_faces(faces: Sequence[Face], opts: SortOptions) -> Ordering:
             for r in range(0, len(ok), 2048):
                 score[r : r + 2048] = np.sqrt(squared_distance_matrix(thumbs, slice(r, r + 2048))).sum(1)
             return Ordering([ok[i] for i in np.argsort(-score, kind="stable")], bad)
-        order = chain_in_chunks(thumbs, squared_distance_matrix) if ok else []
+        order = chain_in_chunks(thumbs, squared_distance_matrix, CHAIN_CHUNK) if ok else []
         return Ordering([ok[i] for i in order], bad)
     if by in ("best", "best-fast"):
         return _best(faces, opts.target_count, fast=by == "best-fast")
@@ -288,39 +240,6 @@ def _oneface(faces: Sequence[Face]) -> Ordering:
         counts[frame_of(f)] = counts.get(frame_of(f), 0) + 1
     keep = [i for i, f in enumerate(faces) if counts[frame_of(f)] == 1]
     return Ordering(keep, [i for i, f in enumerate(faces) if counts[frame_of(f)] > 1])
-
-
-def _pick_over_pitch(members: list[int], pitches: list[float], edges: np.ndarray, count: int,
-                     hist_of: dict) -> tuple[list[int], list[int]]:  # fmt: skip
-    """Up to `count` faces of one yaw bin, round-robin over its pitch bins, each pitch bin
-    most-dissimilar histogram first; returns (picked, the rest)."""
-    pitch_bins: list[list[int]] = [[] for _ in range(count)]
-    for i, pitch in zip(members, pitches):
-        pg = int(np.clip(np.searchsorted(edges, pitch, side="right") - 1, 0, count - 1))
-        pitch_bins[pg].append(i)
-    for pg, bin_members in enumerate(pitch_bins):
-        valid = [i for i in bin_members if hist_of.get(i) is not None]
-        if len(valid) > 1:
-            score = bhattacharyya_matrix(np.stack([hist_of[i] for i in valid])).sum(1)
-            valid = [valid[k] for k in np.argsort(-score, kind="stable")]
-        pitch_bins[pg] = valid + [i for i in bin_members if hist_of.get(i) is None]
-    picked: list[int] = []
-    while len(picked) < count and any(pitch_bins):
-        for pb in pitch_bins:
-            if pb and len(picked) < count:
-                picked.append(pb.pop(0))
-    return picked, [i for pb in pitch_bins for i in pb]
-
-
-def _take_round_robin(chosen: list[list[int]], target: int) -> tuple[list[int], list[int]]:
-    """DFL's quotas only approximate the target; take exactly `target`, round-robin over yaw bins
-    so every head turn keeps its share, and list the kept faces in yaw order. (keep, trash)."""
-    rank = {}
-    for r in range(max((len(c) for c in chosen), default=0)):
-        for c in chosen:
-            if r < len(c) and len(rank) < target:
-                rank[c[r]] = True
-    return [i for c in chosen for i in c if i in rank], [i for c in chosen for i in c if i not in rank]
 
 
 def _best(faces: Sequence[Face], target: int, fast: bool) -> Ordering:
@@ -356,10 +275,10 @@ def _best(faces: Sequence[Face], target: int, fast: bool) -> Ordering:
     chosen: list[list[int]] = []  # per yaw bin, in the order DFL picks them
     for members in yaw_bins:
         if members:
-            picked, left = _pick_over_pitch(members, [poses[i][0] for i in members], pitch_edges, per_grad, hist_of)
+            picked, left = pick_over_pitch(members, [poses[i][0] for i in members], pitch_edges, per_grad, hist_of)
             chosen.append(picked)
             trash += left
-    keep, extra = _take_round_robin(chosen, target)
+    keep, extra = take_round_robin(chosen, target)
     trash += extra
     return Ordering(keep, trash)
 
