@@ -169,3 +169,35 @@ def test_bad_metadata_file_and_packed_sort_are_clear(faceset):
     assert _run("metadata-restore", faceset) == 2
     assert _run("pack", faceset) == 0
     assert cli.main(["sort", "--input-dir", str(faceset), "--by", "blur", "--non-interactive"]) == 2
+
+
+@pytest.mark.parametrize("bad", ["../outside.jpg", "/tmp/outside.jpg", "C:outside.jpg", "outside.jpg:ads", "CON.jpg",
+                                 "sub\\outside.jpg", "..", "x.jpg "])  # fmt: skip
+def test_metadata_restore_refuses_names_that_leave_the_folder(faceset, bad, capsys):
+    """A crafted facelab_meta.json must not resize or rewrite an image anywhere else on disk."""
+    import json
+
+    victim = faceset.parent / "outside.jpg"
+    shutil.copy(list_images(faceset)[0], victim)
+    before = victim.read_bytes()
+    assert _run("metadata-save", faceset) == 0
+    saved = json.loads((faceset / "facelab_meta.json").read_text())
+    first = next(iter(saved["faces"].values()))
+    saved["faces"][bad] = {**first, "shape": [64, 64]}
+    (faceset / "facelab_meta.json").write_text(json.dumps(saved))
+    faces_before = {p.name: p.read_bytes() for p in list_images(faceset)}
+    capsys.readouterr()
+    assert _run("metadata-restore", faceset) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not a" in err and "Traceback" not in err
+    assert victim.read_bytes() == before
+    assert {p.name: p.read_bytes() for p in list_images(faceset)} == faces_before  # nothing changed inside either
+
+
+@pytest.mark.parametrize("name", ["C:x.jpg", "x.jpg:ads", "CON.jpg", "aux.png", "a/b.jpg", "..", "", "x.jpg."])
+def test_plain_file_name_refuses_what_windows_or_linux_would_read_as_a_path(name):
+    from facelab.io.names import UnsafeName, plain_file_name
+
+    with pytest.raises(UnsafeName):
+        plain_file_name(name, "test")
+    assert plain_file_name("00001_0.jpg", "test") == "00001_0.jpg"

@@ -20,6 +20,7 @@ from typing import Callable, Iterator
 from facelab.errors import UserError
 from facelab.io.faceimage import FaceMeta, FaceMetaError, image_size_from_bytes, meta_from_bytes, read_face, read_meta, write_meta
 from facelab.io.frames import list_images
+from facelab.io.names import plain_file_name
 
 PACK_NAME = "faceset.fpk"
 PACK_SCHEMA = "facelab.faceset-pack"
@@ -110,7 +111,11 @@ def read_pack(pack: Path) -> Iterator[Face]:
     names = set(zf.namelist())
     for entry in manifest["faces"]:
         name = entry["name"]
-        if name not in names or "/" in name or "\\" in name or name.startswith("."):
+        try:
+            plain_file_name(name, f"{pack.name}'s manifest")
+        except UserError:
+            raise _damaged(pack, f"entry {name!r} is not a plain file name (by Linux or Windows rules)") from None
+        if name not in names or name.startswith("."):
             raise _damaged(pack, f"entry {name!r} is missing or not a plain file name")
         shape = tuple(entry["shape"]) if entry.get("shape") else None
 

@@ -43,6 +43,7 @@ from facelab.core.overlay import PITCH_EDGES_DEG, YAW_EDGES_DEG, draw_face_debug
 from facelab.errors import ConfirmationNeeded, UserError
 from facelab.io.faceimage import FaceMeta, FaceMetaError, XSegPolygon, write_face, write_meta
 from facelab.io.faceset import PACK_NAME, Face, load_faceset, read_pack, write_pack
+from facelab.io.names import plain_file_name
 from facelab.io.frames import list_images, read_image, write_bytes_atomic, write_image_atomic, write_text_atomic
 from facelab.log import iterate
 from facelab.options import option
@@ -245,14 +246,21 @@ def _meta_restore(folder: Path, opts: FacesetOptions):  # noqa: ANN202
         raise UserError(f"{path} does not exist: run the metadata save script before editing the faces") from None
     except (ValueError, KeyError) as exc:
         raise UserError(f"{path} is damaged ({exc})") from None
+    if not isinstance(saved, dict):
+        raise UserError(f"{path} is damaged (its faces are not a table of names)")
+    for name in saved:  # every name first: a crafted file changes nothing, not even the first faces
+        plain_file_name(name, str(path))
     restored = resized = missing = 0
     for name, entry in iterate(list(saved.items()), "restore", "face"):
         target = folder / name
         if not target.exists():
             missing += 1
             continue
-        meta = FaceMeta.from_dict(entry["meta"])
-        shape = tuple(entry["shape"]) if entry.get("shape") else None
+        try:
+            meta = FaceMeta.from_dict(entry["meta"])
+            shape = tuple(int(v) for v in entry["shape"])[:2] if entry.get("shape") else None
+        except (FaceMetaError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise UserError(f"{path} is damaged at {name} ({type(exc).__name__}: {exc}); nothing after it was restored") from None
         img = read_image(target)
         if img is None:
             missing += 1
