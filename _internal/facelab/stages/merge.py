@@ -59,7 +59,7 @@ def bounds(field: str) -> dict[str, int]:
 
 @dataclass(frozen=True)
 class MergeOptions:
-    model: str = option("Model", "saehd", choices=("saehd", "quick96"), ask=False, help="which kind of model")
+    model: str = option("Model", "saehd", choices=store.SWAP_MODELS, ask=False, help="which kind of model")
     model_name: str = option("Model name", "", ask=False, help="default: the most recently trained model")
     onnx: str = option("ONNX model", "", ask=False,
                        help="merge with an exported .dfm / .onnx through onnxruntime (CUDA with onnxruntime-gpu) instead")  # fmt: skip

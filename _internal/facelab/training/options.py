@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from facelab.core.landmarks import FACE_TYPE_CHOICES
+from facelab.models.store import SWAP_MODELS
 from facelab.options import option
 
 CT_MODES = ("none", "rct", "lct", "mkl", "idt", "sot")
@@ -18,7 +19,7 @@ CT_MODES = ("none", "rct", "lct", "mkl", "idt", "sot")
 @dataclass(frozen=True)
 class TrainOptions:
     # ---- run only (not saved with the model)
-    model: str = option("Model", "saehd", choices=("saehd", "quick96"), ask=False, help="which model to train")
+    model: str = option("Model", "saehd", choices=SWAP_MODELS, ask=False, help="which model to train")
     model_name: str = option("Model name", "", ask=False, help="model to load or create; default: the most recent, else 'new'")
     device: str = option("Device", "auto", ask=False, help="auto, cpu, cuda, cuda:1, mps")
     precision: str = option("Precision", "auto", choices=("auto", "fp32", "bf16", "fp16"), ask=False,
