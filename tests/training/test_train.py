@@ -99,10 +99,11 @@ def test_kill_9_at_random_moments_never_loses_the_model(train_workspace, tmp_pat
     last = 0
     for attempt in range(12):
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=REPO)
-        # a sign of progress first (a new save), then a random moment after it: kills land in
-        # training and in the next save, whatever the machine's speed
-        _wait_for_generation(proc, folder, last)
-        time.sleep(rng.uniform(0.0, 0.4))
+        # a sign of progress first (a new save), then, at random, right away or once the next
+        # save has landed: kills come in training and around saves, whatever the machine's speed
+        newest = _wait_for_generation(proc, folder, last)
+        if rng.random() < 0.5:
+            _wait_for_generation(proc, folder, newest)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         ckpt = checkpoint.load_latest(folder)
