@@ -75,7 +75,7 @@ def main() -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def window_timing(ws: Workspace, device: str) -> None:
+def window_timing(ws: Workspace, device: str, quiet: bool = False) -> dict:
     """The merger window's wait per key press: the first showing of a frame runs the model, later
     key presses only re-composite. Measured through the stage's own render callback."""
     from dataclasses import replace
@@ -96,10 +96,17 @@ def window_timing(ws: Workspace, device: str) -> None:
                 times["key"].append(time.perf_counter() - t)
         return False, 0
 
+    real = merger.run_merger_window
     merger.run_merger_window = fake_window
-    merge(ws, resolve_options(MergeOptions, saved={"device": device, "interactive": True, "session": False}))
-    print(json.dumps({"bench": "merge-window", "frame": "1280x720", "first_show_ms": round(1000 * statistics.median(times["first"])),
-                      "key_press_ms": round(1000 * statistics.median(times["key"])), "device": str(resolve_device(device))}))  # fmt: skip
+    try:
+        merge(ws, resolve_options(MergeOptions, saved={"device": device, "interactive": True, "session": False}))
+    finally:
+        merger.run_merger_window = real
+    result = {"bench": "merge-window", "frame": "1280x720", "first_show_ms": round(1000 * statistics.median(times["first"])),
+              "key_press_ms": round(1000 * statistics.median(times["key"])), "device": str(resolve_device(device))}  # fmt: skip
+    if not quiet:
+        print(json.dumps(result))
+    return result
 
 
 if __name__ == "__main__":

@@ -5,6 +5,11 @@ training, random warp, AdaBelief; Quick96 at batch 4. Plus this machine's fp32 5
 throughput, so a step reads as a share of the machine's limit.
 
     _internal/venv/bin/python bench/train.py [--iters 6] [--device auto] [--configs liae-ud,df-ud,quick96]
+    _internal/venv/bin/python bench/train.py --memory [--memory-resolution 256] [--memory-batch 4]
+
+`--memory`: the peak memory of a fresh process training liae-ud (ae 256, e 64, d 64) at batch 4,
+with and without gradient checkpointing (peak RSS on the CPU, PyTorch's reserved memory on a GPU),
+measured by the same probe as `--batch-size auto`, and the step time of each.
 
 Keys: model, archi, ms_per_iter, data_ms_per_iter, faces_per_s, gflop_per_iter, gflop_per_s,
 peak_rss_mib, device (+ conv_gflop_per_s on the "machine" line).
@@ -82,17 +87,48 @@ def build_workspace(root: Path) -> Workspace:
     return ws
 
 
+def checkpointing_memory(ws: Workspace, device: torch.device, res: int, tmp: Path, batch: int = 4) -> dict:
+    """Peak memory of liae-ud `res` at `batch` in a fresh process, with and without gradient checkpointing."""
+    from facelab.models import store
+    from facelab.options import options_to_dict
+    from facelab.training.memory import _build_caches, probe
+
+    out = {"bench": "train-memory", "config": f"liae-ud {res} batch {batch}, ae 256 e 64 d 64, fp32", "device": str(device)}
+    for ckpt in (False, True):
+        opts = resolve_options(TrainOptions, saved={"resolution": res, "archi": "liae-ud", "batch_size": batch, "seed": 1, "device": str(device),
+                                                    "gradient_checkpointing": ckpt, "precision": "fp32"})  # fmt: skip
+        folder = tmp / f"mem_{int(ckpt)}_SAEHD"
+        _build_caches(folder, opts, ws.aligned_dir("src"), ws.aligned_dir("dst"), res, store.spec("saehd").face_type(options_to_dict(opts)))
+        t = time.perf_counter()
+        fit = probe(folder, options_to_dict(opts), ws.aligned_dir("src"), ws.aligned_dir("dst"), batches=(batch,))
+        out["with_checkpointing" if ckpt else "without_checkpointing"] = {"peak_mib": fit.probes[0][1], "step_ms": round(fit.step_seconds[0] * 1000),
+                                                                          "probe_seconds": round(time.perf_counter() - t, 1)}  # fmt: skip
+    a, b = out["without_checkpointing"]["peak_mib"], out["with_checkpointing"]["peak_mib"]
+    out["reduction"] = round(1 - b / a, 3)
+    out["slowdown"] = round(out["with_checkpointing"]["step_ms"] / out["without_checkpointing"]["step_ms"], 2)
+    out["what"] = "GPU memory reserved by PyTorch" if device.type == "cuda" else "peak RSS of the whole process"
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--iters", type=int, default=6)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--precision", default="auto")
     ap.add_argument("--configs", default=",".join(CONFIGS))
+    ap.add_argument("--memory", action="store_true", help="peak memory with and without gradient checkpointing instead")
+    ap.add_argument("--memory-resolution", type=int, default=256)
+    ap.add_argument("--memory-batch", type=int, default=4)
     ap.add_argument("--extra", default="", help="extra options as JSON, e.g. '{\"resolution\": 256, \"archi\": \"liae-udt\"}'")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="facelab-bench-train-"))
     try:
         ws = build_workspace(tmp)
+        if args.memory:
+            from facelab.nn.device import resolve_device
+
+            print(json.dumps(checkpointing_memory(ws, resolve_device(args.device), args.memory_resolution, tmp, args.memory_batch)))
+            return
         for name in args.configs.split(","):
             saved = {**COMMON, **CONFIGS[name], "device": args.device, "precision": args.precision, **json.loads(args.extra or "{}")}
             opts = resolve_options(TrainOptions, saved=saved)

@@ -156,3 +156,19 @@ def test_boolean_options_must_be_named_positively():
 
     with pytest.raises(TypeError, match="name boolean options positively"):
         option_specs(Bad)
+
+
+def test_an_auto_option_takes_the_word_auto_as_zero_and_shows_it():
+    from facelab.options import OptionSpec
+
+    spec = OptionSpec(key="batch_size", title="Batch size", kind=int, default=0, min=1, max=512, auto=True)
+    assert spec.parse("auto") == 0 and spec.parse(" AUTO ") == 0 and spec.parse("6") == 6
+    assert spec.prompt_line(0) == "[auto] Batch size ( auto or 1-512 ?:help ) : " and spec.prompt_line(6).startswith("[6]")
+    assert spec.check(0) == 0  # auto, not out of range
+    with pytest.raises(ValueError, match="out of range"):
+        spec.parse("600")
+    plain = OptionSpec(key="n", title="N", kind=int, default=1, min=1, max=9)
+    with pytest.raises(ValueError):
+        plain.parse("auto")
+    with pytest.raises(ValueError, match="out of range"):
+        plain.check(0)

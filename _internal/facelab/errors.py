@@ -8,6 +8,8 @@
 
 from __future__ import annotations
 
+import sys
+
 EXIT_OK = 0
 EXIT_CRASH = 1
 EXIT_USER_ERROR = 2
@@ -32,3 +34,20 @@ class ConfirmationNeeded(UserError):
         self.option = option
         flag = "--" + option.replace("_", "-")
         super().__init__(f"{question}; nothing was changed. Rerun with {flag} to go ahead")
+
+
+OOM_WORDS = ("out of memory", "can't allocate memory", "not enough memory", "failed to allocate memory")
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether `exc` is an allocation failure: Python's, PyTorch's on any device (CUDA, or the
+    CPU allocator's RuntimeError), onnxruntime's. Imports nothing."""
+    if isinstance(exc, MemoryError):
+        return True
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(exc, getattr(torch, "OutOfMemoryError", ())):
+        return True
+    if isinstance(exc, RuntimeError) or type(exc).__name__ in ("RuntimeException", "Fail"):  # onnxruntime's own types
+        text = str(exc).lower()
+        return any(word in text for word in OOM_WORDS)
+    return False

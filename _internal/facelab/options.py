@@ -52,6 +52,8 @@ class OptionSpec:
             declared earlier) and decides, e.g. "ask the bitrate only when not lossless".
         fixed: model options only: chosen when the model is created, never changed on resume.
         positional: also accepted as a bare argument (a file dropped on a .bat).
+        auto: int options only: the word `auto` is accepted and stands for 0 ("choose for me"),
+            and 0 shows as `auto` in prompts.
     """
 
     key: str
@@ -65,6 +67,7 @@ class OptionSpec:
     ask: bool | Callable[[Mapping[str, Any]], bool] = True
     fixed: bool = False
     positional: bool = False
+    auto: bool = False
 
     @property
     def flag(self) -> str:
@@ -76,6 +79,8 @@ class OptionSpec:
             return "y/n"
         if self.choices:
             return "/".join(self.choices)
+        if self.auto:
+            return f"auto or {format_value(self.kind(self.min or 1))}-{format_value(self.kind(self.max))}"
         if self.min is not None and self.max is not None:
             return f"{format_value(self.kind(self.min))}-{format_value(self.kind(self.max))}"
         if self.min is not None:
@@ -85,7 +90,8 @@ class OptionSpec:
     def prompt_line(self, default: Any) -> str:
         hint = self.hint()
         middle = f"{hint} ?:help" if hint else "?:help"
-        return f"[{format_value(default)}] {self.title} ( {middle} ) : "
+        shown = "auto" if self.auto and default == 0 else format_value(default)
+        return f"[{shown}] {self.title} ( {middle} ) : "
 
     def parse(self, text: str) -> Any:
         """Turn typed text into a checked value; ValueError says what was expected."""
@@ -97,6 +103,8 @@ class OptionSpec:
             if low in _FALSE:
                 return False
             raise ValueError(f"'{raw}' is not y or n")
+        if self.kind is int and self.auto and raw.lower() == "auto":
+            return 0
         if self.kind is int:
             try:
                 value: Any = int(raw)
@@ -125,6 +133,8 @@ class OptionSpec:
             if self.kind is int and float(value) != int(value):
                 raise ValueError(f"{self.title}: expected a whole number, got {value!r}")
             value = self.kind(value)
+            if self.auto and value == 0:
+                return value
             if (self.min is not None and value < self.min) or (
                 self.max is not None and value > self.max
             ):
@@ -165,6 +175,7 @@ def option(
     fixed: bool = False,
     positional: bool = False,
     kind: type | None = None,
+    auto: bool = False,
 ) -> Any:
     """Declare a dataclass field as an option (see the module docstring)."""
     spec_kwargs = dict(
@@ -178,6 +189,7 @@ def option(
         ask=ask,
         fixed=fixed,
         positional=positional,
+        auto=auto,
     )
     if spec_kwargs["kind"] not in (int, float, bool, str):
         raise TypeError(f"option {title!r}: unsupported type {spec_kwargs['kind']}")
@@ -206,7 +218,8 @@ def option_specs(cls: type) -> list[OptionSpec]:
 def add_option_flags(parser: argparse.ArgumentParser, cls: type) -> None:
     """Add one flag per option; values not given stay None so that saved values survive."""
     for spec in option_specs(cls):
-        help_text = f"{spec.help} [default: {format_value(spec.default)}" + (
+        default = "auto" if spec.auto and spec.default == 0 else format_value(spec.default)
+        help_text = f"{spec.help} [default: {default}" + (
             f"; {spec.hint()}]" if spec.hint() else "]"
         )
         if spec.kind is bool:

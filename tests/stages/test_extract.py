@@ -214,3 +214,38 @@ def test_s3fd_without_weights_is_one_clear_line(ws, media, script):
     proc = script("4_src_faceset_extract", "--workspace", str(ws.root), "--non-interactive", "--detector", "s3fd")
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1
     assert "--detector-weights" in proc.stderr and "does not download" in proc.stderr
+
+
+def test_a_batch_that_runs_out_of_memory_is_split_and_gives_the_same_faces(ws, media, monkeypatch, caplog):
+    import logging
+
+    import torch
+
+    from facelab.detect.blazeface import BlazeFaceDetector, FaceMeshLandmarker
+    from facelab.io.faceset import load_faceset
+    from facelab.stages.extract import ExtractOptions, extract
+
+    for name in ("obama.jpg", "obama2.jpg", "obama3.jpg", "biden.jpg"):
+        shutil.copy(media(name), ws.frames_dir("src") / name)
+    extract(ws, ExtractOptions(side="src", image_size=256))
+    before = {f.path.name: f.meta.landmarks for f in load_faceset(ws.aligned_dir("src"))}
+    shutil.rmtree(ws.aligned_dir("src"))
+
+    for cls, name in ((BlazeFaceDetector, "detect_batch"), (FaceMeshLandmarker, "landmarks_batch")):
+        original = getattr(cls, name)
+
+        def only_one(self, frames, *rest, original=original):  # noqa: ANN001, ANN002, ANN202
+            if len(frames) > 1:
+                raise torch.OutOfMemoryError("CUDA out of memory (injected by the test)")
+            return original(self, frames, *rest)
+
+        monkeypatch.setattr(cls, name, only_one)
+    with caplog.at_level(logging.WARNING):
+        extract(ws, ExtractOptions(side="src", image_size=256))
+    after = {f.path.name: f.meta.landmarks for f in load_faceset(ws.aligned_dir("src"))}
+    assert after.keys() == before.keys() and len(after) == 4
+    for key, lm in before.items():
+        assert np.array_equal(after[key], lm)
+    warned = [r.getMessage() for r in caplog.records if "out of memory" in r.getMessage()]
+    assert any(m.startswith("face detection: out of memory with 4 at once") for m in warned)
+    assert any(m.startswith("landmarks: out of memory") for m in warned), warned

@@ -409,3 +409,34 @@ def test_motion_blur_follows_each_face_when_a_frame_has_several():
     assert face_motion(np.array([110.0, 300.0]), before, after) == pytest.approx((20.0, 0.0))  # moving right
     assert face_motion(np.array([500.0, 290.0]), before, after) == pytest.approx((20.0, 90.0))  # moving up
     assert face_motion(np.array([110.0, 300.0]), [], after) == (0.0, 0.0)  # the first frame: no movement known
+
+
+def test_a_merge_batch_that_runs_out_of_memory_is_split_with_the_same_frames(merged_ws, tmp_path, monkeypatch, caplog):
+    import logging
+
+    import torch
+
+    from facelab import cli
+    from facelab.models.saehd import SAEHD
+
+    ws = copy_workspace(merged_ws, tmp_path / "ws")
+    original, sizes = SAEHD.swap, []
+
+    def swap(self, x):  # noqa: ANN001, ANN202
+        sizes.append(x.shape[0])
+        if x.shape[0] > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.00 GiB (injected by the test)")
+        return original(self, x)
+
+    monkeypatch.setattr(SAEHD, "swap", swap)
+    with caplog.at_level(logging.WARNING):
+        code = cli.main(["merge", "--model", "saehd", "--workspace", str(ws.root), "--non-interactive", "--mask-mode", "dst",
+                         "--overwrite", "--workers", "1"])  # fmt: skip
+    assert code == 0
+    assert sizes[0] > 2 and max(sizes[1:]) <= 2  # split once, then kept small
+    assert sum("merge: out of memory with" in r.getMessage() for r in caplog.records) == 1
+    for frame in list_images(merged_ws.merged_dir)[::17]:
+        a = read_image(frame).astype(int)
+        b = read_image(ws.merged_dir / frame.name).astype(int)
+        assert np.abs(a - b).max() <= 2 and np.abs(a - b).mean() < 0.05, frame.name  # batch size changes only rounding
+    assert len(list_images(ws.merged_dir)) == 120

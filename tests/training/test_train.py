@@ -216,7 +216,7 @@ def test_interactive_new_model_then_override_on_resume(train_workspace, tmp_path
     code, out = run_in_terminal(["train", "--workspace", str(ws.root), *fixed, "--target-iter", "2"], ["mine"])
     assert code == 0, out
     assert "[new] Name of the new model" in out and "Creating the new model mine_SAEHD" in out
-    assert "[liae-ud] AE architecture" in out and "[8] Batch size ( 1-512 ?:help ) :" in out
+    assert "[liae-ud] AE architecture" in out and "[auto] Batch size ( auto or 1-512 ?:help ) :" in out
     assert (ws.model_dir / "mine_SAEHD").is_dir()
     # resume: the model is offered, Enter within 2 s opens the changeable options (never the fixed)
     answers = ["", "", "", "", "", "", "3"]  # model 0, Enter (override), backup, history, flips, batch size 3

@@ -11,6 +11,8 @@ def resolve_device(name: str | None) -> torch.device:
     """auto -> cuda if available, else mps, else cpu; otherwise the named device."""
     if not name or name == "auto":
         if torch.cuda.is_available():
+            if (why := missing_kernels(torch.device("cuda"))) is not None:
+                raise UserError(why + "; or --device cpu")
             return torch.device("cuda")
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
             return torch.device("mps")
@@ -21,6 +23,8 @@ def resolve_device(name: str | None) -> torch.device:
         raise UserError(f"unknown device {name!r}: use auto, cpu, cuda, cuda:N or mps") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"device {name} asked for, but this PyTorch sees no CUDA GPU (run doctor; setup --cuda on Windows)")
+    if (why := missing_kernels(device)) is not None:
+        raise UserError(why)
     return device
 
 
@@ -63,3 +67,45 @@ def inference_dtype(device: torch.device, precision: str) -> torch.dtype | None:
             return torch.bfloat16
         return None
     return autocast_dtype(device, precision)
+
+
+def describe(device: torch.device, dtype: torch.dtype | None = None) -> str:
+    """One line of what a stage runs on: `device: cuda:0 (NVIDIA GeForce RTX 3060, 12.0 GiB,
+    compute 8.6), bf16` or `device: cpu (AMD EPYC 9R14, 2 threads, native bf16), fp32`."""
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        p = torch.cuda.get_device_properties(index)
+        what = f"cuda:{index} ({p.name}, {p.total_memory / 2**30:.1f} GiB, compute {p.major}.{p.minor})"
+    elif device.type == "cpu":
+        extra = ", native bf16" if cpu_has_native_bf16() else ""
+        what = f"cpu ({cpu_name()}, {torch.get_num_threads()} threads{extra})"
+    else:
+        what = str(device)
+    return f"device: {what}, {str(dtype).split('.')[-1] if dtype is not None else 'fp32'}"
+
+
+def cpu_name() -> str:
+    import platform
+
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def missing_kernels(device: torch.device) -> str | None:
+    """Why this PyTorch cannot run on this GPU (it was built without kernels for its compute
+    capability, e.g. an RTX 50xx, sm_120, under a build that stops at sm_90); None when it can."""
+    if device.type != "cuda":
+        return None
+    major, minor = torch.cuda.get_device_capability(device)
+    arch = f"sm_{major}{minor}"
+    built = torch.cuda.get_arch_list()
+    if not built or arch in built or any(a.startswith("compute_") and int(a[8:]) <= major * 10 + minor for a in built):
+        return None
+    return (f"this PyTorch has no kernels for {torch.cuda.get_device_name(device)} ({arch}; built for {', '.join(built)}): "
+            "install a PyTorch build for this card (run setup again; RTX 50xx needs CUDA 12.8 or newer)")

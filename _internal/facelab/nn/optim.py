@@ -17,6 +17,20 @@ import torch
 from torch.optim import Optimizer
 
 EPS = 1e-6  # np.finfo(float32).resolution, as DFL
+CHUNK = 1 << 22  # elements per multi-tensor update: its temporaries stay this small, not 3x the model
+
+
+def _chunks(tensors: list[torch.Tensor]) -> list[slice]:
+    """Consecutive slices of `tensors` of at most CHUNK elements each (a bigger tensor alone)."""
+    out, start, size = [], 0, 0
+    for i, t in enumerate(tensors):
+        if size and size + t.numel() > CHUNK:
+            out.append(slice(start, i))
+            start, size = i, 0
+        size += t.numel()
+    if start < len(tensors):
+        out.append(slice(start, len(tensors)))
+    return out
 
 
 def _clip_(params: list[torch.Tensor], grads: list[torch.Tensor], clipnorm: float) -> None:
@@ -71,10 +85,31 @@ class _DFLOptimizer(Optimizer):
                 state["step"] += 1
                 for k, name in enumerate(self.SLOTS):
                     slots[k].append(state[name])
-            updates = self._direction(group, grads, slots)
-            torch._foreach_mul_(updates, -self._lr(group, self.state[params[0]]["step"]))
-            self._dropout_(updates, group["lr_dropout"], self.generator)
-            torch._foreach_add_(params, updates)
+            lr = self._lr(group, self.state[params[0]]["step"])
+            for part in _chunks(params):  # the same numbers as one update over all tensors
+                self._apply(group, params[part], grads[part], [slot[part] for slot in slots], lr)
+
+    def _apply(self, group: dict, params: list, grads: list, slots: list[list[torch.Tensor]], lr: float) -> None:
+        updates = self._direction(group, grads, slots)
+        torch._foreach_mul_(updates, -lr)
+        self._dropout_(updates, group["lr_dropout"], self.generator)
+        torch._foreach_add_(params, updates)
+
+    @torch.no_grad()
+    def step_now(self, p: torch.Tensor) -> None:
+        """Update one parameter from its gradient and free the gradient: called by a hook as soon
+        as the backward pass has accumulated it, so that the gradients never all exist at once.
+        The same numbers as `step()` (the updates are elementwise), except with clipping, which
+        needs every gradient first, and with lr dropout, whose random draws come in another order."""
+        group = next(g for g in self.param_groups if any(q is p for q in g["params"]))
+        state = self.state[p]
+        if not state:
+            state["step"] = 0
+            for name in self.SLOTS:
+                state[name] = torch.zeros_like(p)
+        state["step"] += 1
+        self._apply(group, [p], [p.grad], [[state[name]] for name in self.SLOTS], self._lr(group, state["step"]))
+        p.grad = None
 
 
 class AdaBelief(_DFLOptimizer):
@@ -93,6 +128,7 @@ class AdaBelief(_DFLOptimizer):
         torch._foreach_mul_(diff, diff)
         torch._foreach_mul_(vs, b2)
         torch._foreach_add_(vs, diff, alpha=1 - b2)
+        del diff
         denom = torch._foreach_sqrt(vs)
         torch._foreach_add_(denom, EPS)
         return torch._foreach_div(ms, denom)

@@ -35,6 +35,7 @@ from facelab.io.faceimage import FaceMeta, write_face
 from facelab.io.frames import list_images, read_image, write_image_atomic, write_text_atomic
 from facelab.log import progress
 from facelab.options import option
+from facelab.pieces import Pieces, join_lists
 from facelab.report import Report
 from facelab.types import ImageBGR
 from facelab.ui import can_show_windows
@@ -398,10 +399,13 @@ def _detected_frames(job: _Job, reader: ThreadPoolExecutor, todo: list[Path], de
                      unreadable: list[str]) -> Iterator[_Frame]:  # fmt: skip
     """Each frame of `todo` in order with its faces: decoded ahead, detected in batches."""
     frames_iter = _prefetch(reader, read_image, todo, PREFETCH)
+    detecting, landmarking = Pieces("face detection"), Pieces("landmarks")  # smaller batches if one runs out of memory
     while chunk := list(islice(frames_iter, BATCH)):
         images = [image for _, image in chunk if image is not None]
-        dets = detector.detect_batch(images)
-        found = iter(zip(dets, landmarker.landmarks_batch(images, dets)))
+        dets = detecting.run(detector.detect_batch, images, join_lists)
+        marks = landmarking.run(lambda part: landmarker.landmarks_batch([i for i, _ in part], [d for _, d in part]),
+                                list(zip(images, dets)), join_lists)  # fmt: skip
+        found = iter(zip(dets, marks))
         for path, image in chunk:
             frame = _Frame(path, image)
             if image is None:
@@ -412,6 +416,18 @@ def _detected_frames(job: _Job, reader: ThreadPoolExecutor, todo: list[Path], de
             yield frame
 
 
+def _say_device(*plugins) -> None:  # noqa: ANN002
+    """The device line: the torch plugins' device, else the embedded models' CPU."""
+    devices = {getattr(p, "device", None) for p in plugins} - {None}
+    if devices:
+        from facelab.nn.device import describe
+
+        for device in devices:
+            log.info(describe(device))
+    else:
+        log.info("device: cpu (the embedded detector and landmarker run on the CPU)")
+
+
 def _auto_pass(job: _Job, todo: list[Path], resume_after: str | None) -> list[str]:
     """The detector pipeline over `todo`; returns the names of unreadable frames.
 
@@ -420,6 +436,7 @@ def _auto_pass(job: _Job, todo: list[Path], resume_after: str | None) -> list[st
     opts = job.opts
     detector = create_detector(opts.detector, weights=opts.detector_weights or None, device=opts.device)
     landmarker = create_landmarker(opts.landmarker, weights=opts.landmarker_weights or None, device=opts.device)
+    _say_device(detector, landmarker)
     radius = SMOOTH_RADIUS if opts.smooth_landmarks else 0
     unreadable: list[str] = []
     window: list[_Frame] = []

@@ -19,7 +19,7 @@ import json
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,6 +38,7 @@ from facelab.labels import label_png
 from facelab.log import progress
 from facelab.models import store
 from facelab.options import ask_yes_no, option, resolve_options
+from facelab.pieces import Pieces
 from facelab.report import Report
 from facelab.ui import can_show_windows
 from facelab.workspace import Workspace
@@ -159,6 +160,7 @@ class Swapper:
     onnx: bool
     xseg_device: str
     xseg: store.LoadedModel | None = None
+    pieces: Pieces = field(default_factory=lambda: Pieces("merge"))  # fewer faces per call after an out-of-memory error
 
     def precision(self):  # noqa: ANN201 - a context manager
         import torch
@@ -172,6 +174,14 @@ class Swapper:
             return False
         self.xseg = store.load(ws, "xseg", device=self.xseg_device)
         return True
+
+    def _swap(self, x):  # noqa: ANN001, ANN202
+        with self.precision():
+            return tuple(t.float().cpu().numpy() for t in self.net.swap(x))
+
+    def _xseg(self, frames: list, lms: list, face: np.ndarray, part: range) -> tuple[np.ndarray, np.ndarray]:
+        with self.precision():
+            return xseg_masks(self.xseg, [frames[k] for k in part], [lms[k] for k in part], self.face_type, self.res, face[part.start:part.stop])
 
     def infer(self, chunk: list[Path], plan: FramePlan, pool: ThreadPoolExecutor) -> list[tuple[Path, np.ndarray, list[FaceInput]]]:
         """Read a chunk of frames, cut their faces and run them through the model(s) as one batch."""
@@ -193,13 +203,12 @@ class Swapper:
             jobs.append((path, img, items))
         if crops:
             x = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).to(self.device)
-            with self.precision():
-                face, face_mask, dst_mask = (t.float().cpu().numpy() for t in self.net.swap(x))
+            face, face_mask, dst_mask = self.pieces.run(self._swap, x, _join_arrays)
             xp = xd = None
             if self.xseg is not None:
                 lms = [jobs[j][2][i][0] for j, i in where]
-                with self.precision():
-                    xp, xd = xseg_masks(self.xseg, [jobs[j][1] for j, _ in where], lms, self.face_type, self.res, face)
+                frames = [jobs[j][1] for j, _ in where]
+                xp, xd = self.pieces.run(lambda part: self._xseg(frames, lms, face, part), range(len(where)), _join_arrays)
             for n, (j, i) in enumerate(where):
                 lm, crop, motion = jobs[j][2][i]
                 jobs[j][2][i] = FaceInput(lm, self.face_type, self.res, face[n].transpose(1, 2, 0), face_mask[n, 0], dst_mask[n, 0],
@@ -207,12 +216,16 @@ class Swapper:
         return jobs
 
 
+def _join_arrays(parts: list[tuple]) -> tuple:
+    return tuple(np.concatenate(arrays) for arrays in zip(*parts))
+
+
 def load_swapper(ws: Workspace, opts: MergeOptions) -> Swapper:
     """The swap model (a trained one, or an exported .dfm through onnxruntime), and XSeg if the
     mask mode needs it now."""
     import torch
 
-    from facelab.nn.device import inference_dtype, resolve_device
+    from facelab.nn.device import describe, inference_dtype, resolve_device
 
     if opts.onnx:
         from facelab.models.dfm import DFMModel
@@ -225,6 +238,7 @@ def load_swapper(ws: Workspace, opts: MergeOptions) -> Swapper:
         swapper = Swapper(model.net, model.face_type, model.resolution, model.iteration, model.folder, model.device, None,
                           False, opts.device)  # fmt: skip
     swapper.amp = inference_dtype(swapper.device, opts.precision)  # onnxruntime runs the .dfm as it is
+    log.info("%s%s", describe(swapper.device, swapper.amp), " (the .dfm through onnxruntime on its own providers)" if opts.onnx else "")
     if xseg_wanted(opts.mask_mode):
         swapper.ensure_xseg(ws)
     return swapper

@@ -142,6 +142,18 @@ def _train_distributed(ws: Workspace, opts: TrainOptions, folder: Path, devices:
                   f"{result['iteration']}; saved to {result['saved']}", time.perf_counter() - started, result)  # fmt: skip
 
 
+def _plan_memory(ws: Workspace, opts: TrainOptions, folder: Path) -> TrainOptions:
+    """The memory line before the first step, and `--batch-size auto` made a number."""
+    from facelab.io import checkpoint
+    from facelab.nn.device import autocast_dtype, describe, resolve_device
+    from facelab.training.memory import plan_batch
+
+    device = resolve_device(opts.device)
+    log.info(describe(device, autocast_dtype(device, opts.precision)))
+    resuming = bool(checkpoint.generations(folder))
+    return plan_batch(folder, opts, ws.aligned_dir("src"), ws.aligned_dir("dst"), device, resuming)
+
+
 def train(ws: Workspace, opts: TrainOptions) -> Report:
     from facelab.training.distributed import parse_devices  # torch is imported only when training
     from facelab.training.trainer import Trainer
@@ -153,15 +165,22 @@ def train(ws: Workspace, opts: TrainOptions) -> Report:
     folder = spec.folder(ws, name)
     folder.mkdir(parents=True, exist_ok=True)
     devices = parse_devices(opts.gpus)
+    rank = _torchrun_rank()
+    if opts.batch_size == 0 and (len(devices) > 1 or rank.world > 1):
+        log.info("batch size auto is measured on one device: %d GPUs train batch 8 (give --batch-size N to choose)",
+                 max(len(devices), rank.world))  # fmt: skip
+        opts = replace(opts, batch_size=8)
     if len(devices) > 1:
         return _train_distributed(ws, opts, folder, devices, started)
-    rank = _torchrun_rank()
     if rank.world > 1:
         opts = replace(opts, device=_torchrun_device(), preview=False)
+    defaults = model_options(opts)  # before auto becomes a number: the next new model probes again
+    if rank.world == 1:
+        opts = _plan_memory(ws, opts, folder)
     trainer = Trainer(folder, opts, ws.aligned_dir("src"), ws.aligned_dir("dst"), rank)
     defaults_path = spec.default_options_path(ws)
     if not spec.fixed_recipe and not defaults_path.exists():
-        write_text_atomic(defaults_path, json.dumps(model_options(opts), indent=1))
+        write_text_atomic(defaults_path, json.dumps(defaults, indent=1))
     if opts.target_iter and trainer.iteration >= opts.target_iter:
         return Report("train", f"{folder.name} is already at iteration {trainer.iteration} (target {opts.target_iter})",
                       time.perf_counter() - started, {"iteration": trainer.iteration})  # fmt: skip

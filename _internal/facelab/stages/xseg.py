@@ -91,6 +91,9 @@ def _train(ws: Workspace, opts: XSegOptions) -> tuple[str, dict]:
             if key in saved:
                 flat[key] = saved[key]
     train_opts = options_from_dict(XSegTrainOptions, flat)
+    from facelab.nn.device import describe, resolve_device
+
+    log.info(describe(resolve_device(opts.device)))
     trainer = XSegTrainer(folder, train_opts, _folders(ws, "both"))
     stop = threading.Event()
     previous = signal.signal(signal.SIGINT, lambda *_: stop.set()) if threading.current_thread() is threading.main_thread() else None
@@ -115,6 +118,9 @@ def _apply(ws: Workspace, opts: XSegOptions) -> tuple[str, dict]:
 
     model = store.load(ws, "xseg", device=opts.device)
     net, model_type, res, device = model.net, model.face_type, model.resolution, model.device
+    from facelab.nn.device import describe
+
+    log.info(describe(device))
     done = skipped = 0
     for folder in _folders(ws, opts.side):
         faces = [f for f in load_faceset(folder) if f.meta is not None and f.path is not None]

@@ -32,6 +32,10 @@ class TrainOptions:
                            help="show the preview window; --no-preview (or no display) trains headless, Ctrl+C saves and quits")  # fmt: skip
     pretraining_data_dir: str = option("Pretraining faceset", "", ask=False, help="aligned faces for pretrain mode")
     seed: int = option("Seed", 0, min=0, max=2**31 - 1, ask=False, help="random seed of a new model (0 = random)")
+    memory_limit_gb: float = option("Memory limit (GB)", 0.0, min=0, max=4096, ask=False,
+                                    help="how much memory training may use (0 = what the device has); --batch-size auto fits under it")  # fmt: skip
+    memory_probe: bool = option("Memory probe", True, ask=False,
+                                help="measure the memory of a new model's training with a short probe before the first step")  # fmt: skip
     autosave_minutes: float = option("Autosave every N minutes", 25.0, min=0, max=1440, ask=False,
                                      help="minutes between automatic saves (0 = after every iteration)")  # fmt: skip
     # ---- fixed when the model is created
@@ -53,7 +57,12 @@ class TrainOptions:
     target_iter: int = option("Target iteration", 0, min=0, max=10**9, help="stop and save at this iteration; 0 = never")
     random_src_flip: bool = option("Flip SRC faces randomly", False, help="more angles for the src face (y if few faces)")
     random_dst_flip: bool = option("Flip DST faces randomly", True, help="better generalisation of the dst faces")
-    batch_size: int = option("Batch size", 8, min=1, max=512, help="faces per side per step; lower it on memory errors")
+    batch_size: int = option("Batch size", 0, min=1, max=512, auto=True,
+                             help="faces per side per step; auto: the largest that fits in memory, measured by a short probe "
+                                  "(at most 8 on a CPU, 32 on a GPU); lower it on memory errors")  # fmt: skip
+    gradient_checkpointing: bool = option("Gradient checkpointing", False,
+                                          help="recompute activations in the backward pass: less memory for big resolutions "
+                                               "and batches, slower steps; the same weights (changeable on resume)")  # fmt: skip
     masked_training: bool = option("Masked training", True, ask=lambda v: v["face_type"] in ("wf", "head"),
                                    help="learn only inside the face mask (background is then ignored)")  # fmt: skip
     eyes_mouth_prio: bool = option("Eyes and mouth priority", False, help="sharper eyes and teeth")
@@ -80,7 +89,7 @@ class TrainOptions:
 
 
 RUN_ONLY = ("model", "model_name", "device", "precision", "compile", "gpus", "preview", "pretraining_data_dir", "seed",
-            "autosave_minutes")  # fmt: skip
+            "memory_limit_gb", "memory_probe", "autosave_minutes")  # fmt: skip
 
 
 def model_options(opts: TrainOptions) -> dict:

@@ -20,7 +20,7 @@ import random
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from facelab.core.landmarks import FaceType
-from facelab.errors import UserError
+from facelab.errors import UserError, is_out_of_memory
 from facelab.io import checkpoint
 from facelab.models.registry import create_model
 from facelab.models import store
@@ -41,6 +41,7 @@ from facelab.options import options_to_dict
 from facelab.training.control import TrainingControl
 from facelab.training.data import BatchSampler, DeviceFaceset, FacesetCache
 from facelab.training.distributed import Rank, agree, all_reduce_
+from facelab.training.memory import tune_allocator
 from facelab.training.options import TrainOptions, model_options
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,12 @@ class StepLosses:
     dst: torch.Tensor
 
 
+def _missing_kernel(exc: BaseException) -> bool:
+    """A RuntimeError of an operation with no kernel for the autocast dtype on this device."""
+    text = str(exc)
+    return isinstance(exc, (RuntimeError, NotImplementedError)) and ("not implemented for" in text or "no kernel image" in text)
+
+
 def _bytes_b64(t: torch.Tensor) -> str:
     return base64.b64encode(t.cpu().numpy().tobytes()).decode("ascii")
 
@@ -69,6 +76,8 @@ class Trainer:
     def __init__(self, model_dir: Path, opts: TrainOptions, src_dir: Path, dst_dir: Path, rank: Rank | None = None):
         self.model_dir = Path(model_dir)
         self.rank = rank or Rank()
+        if opts.batch_size == 0:  # `auto` is made a number by the stage (training.memory); a direct caller gets DFL's 8
+            opts = replace(opts, batch_size=8)
         self.opts = opts
         self.spec = store.spec(opts.model)
         self.quick = self.spec.fixed_recipe  # DFL's Quick96 recipe: batch 4, random warp, no options
@@ -97,6 +106,10 @@ class Trainer:
             self.gan_d = L.PatchDiscriminator(opts.gan_patch_size or self.res // 8, opts.gan_dims).to(self.device)
         if self.device.type == "cuda":
             self.model = self.model.to(memory_format=torch.channels_last)
+        self.model.set_gradient_checkpointing(opts.gradient_checkpointing)
+        tune_allocator()
+        # fp16 needs its loss scaled so that small gradients do not underflow (bf16 and fp32 do not)
+        self.scaler = torch.amp.GradScaler(self.device.type) if self.amp_dtype == torch.float16 else None
         # the module stays the one whose state is saved; compiling / DDP wrap only the call
         if self.rank.world > 1:
             from torch.nn.parallel import DistributedDataParallel
@@ -110,6 +123,14 @@ class Trainer:
         self.cpu_gen = torch.Generator()
         self.cpu_gen.manual_seed(seed + 1)
         self.optimizer = self._make_optimizer(self.model.parameters())
+        # low-memory mode: with gradient checkpointing each weight is also updated as soon as its
+        # gradient is complete, so the gradients never all exist at once (not with clipping, which
+        # needs them all, nor with several ranks, the fp16 scaler or torch.compile)
+        self.update_in_backward = (opts.gradient_checkpointing and not opts.clipgrad and self.rank.world == 1
+                                   and self.scaler is None and not opts.compile)  # fmt: skip
+        if self.update_in_backward:
+            for p in self.model.parameters():
+                p.register_post_accumulate_grad_hook(lambda p: self.optimizer.step_now(p))
         self.d_optimizers = {name: AdaBelief(net.parameters(), lr=5e-5) for name, net in self._discriminators().items()}
 
         self.iteration = 0
@@ -151,6 +172,7 @@ class Trainer:
         }  # fmt: skip
         self._last_batch = None
         self._rollbacks = 0
+        self._updating = False  # inside an optimiser update: the weights are half-written
         self._previews = ThreadPoolExecutor(1, thread_name_prefix="preview")
 
     # ---------------------------------------------------------------- set-up helpers
@@ -293,17 +315,60 @@ class Trainer:
         total = (src_loss + dst_loss).sum() * self.rank.world
         if not self.quick and not opts.pretrain:
             total = total + self._extra_losses(src, dst, pred)
-        self.optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        self.optimizer.step()
+        self._backward_and_update(total, self.optimizer)
         if not opts.pretrain:
             self._discriminator_steps(src, pred)
+        if self.scaler is not None:
+            self.scaler.update()
+        self._updating = False
         self.iteration += 1
         losses = StepLosses(src_loss.detach().mean(), dst_loss.detach().mean())
         self._pending += torch.stack([losses.src, losses.dst])
         self._bad |= ~torch.isfinite(total.detach())
         self._count += 1
         return losses
+
+    def _backward_and_update(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
+        """Backward, the update (through the fp16 loss scaler if there is one), then the gradients
+        are freed at once rather than kept through the next forward pass. (The discriminators'
+        gradients from the generator's loss are dropped first, as before.)"""
+        optimizer.zero_grad(set_to_none=True)
+        if self.update_in_backward and optimizer is self.optimizer:
+            self._updating = True  # the hooks update the weights during the backward pass
+            loss.backward()
+        elif self.scaler is None:
+            loss.backward()
+            self._updating = True
+            optimizer.step()
+        else:
+            self.scaler.scale(loss).backward()
+            self._updating = True
+            self.scaler.step(optimizer)  # skipped when a gradient overflowed; the scale then drops
+        optimizer.zero_grad(set_to_none=True)
+
+    def _guarded_step(self) -> None:
+        """`step()`, where a missing low-precision kernel falls back to fp32 with one warning, and
+        running out of memory keeps what is good and ends in one line (a UserError)."""
+        try:
+            self.step()
+        except Exception as exc:  # noqa: BLE001 - sorted below; anything else is re-raised as it is
+            if is_out_of_memory(exc):
+                raise self._out_of_memory() from None
+            if self.amp_dtype is None or self._updating or not _missing_kernel(exc):
+                raise
+            log.warning("%s has no %s kernel for an operation of this model (%s): training goes on in fp32 "
+                        "(--precision fp32 skips this try)", self.device, str(self.amp_dtype).split(".")[-1],
+                        str(exc).splitlines()[0][:120])  # fmt: skip
+            self.amp_dtype, self.scaler, self._last_batch = None, None, None
+            self.step()
+
+    def _out_of_memory(self) -> UserError:
+        from facelab.training.memory import after_out_of_memory
+
+        self._last_batch = None
+        save = self.save if not self._updating and self.rank.is_main else None  # a half-done update is never saved
+        return after_out_of_memory(self.device, self._batch_size("src"), self.res, self.iteration, self.model_dir, save,
+                                   list(self._optimizers().values()))  # fmt: skip
 
     def _recolour(self, src_u8: torch.Tensor) -> torch.Tensor:
         """ct_mode: each src face recoloured toward a random dst face (DFL's sample-level ct)."""
@@ -348,17 +413,13 @@ class Trainer:
         if self.code_d is not None:
             d = self.code_d
             loss = 0.5 * (L.bce_with_logits(d(pred["code_dst"].detach()), 1.0) + L.bce_with_logits(d(pred["code_src"].detach()), 0.0)).sum()
-            self.d_optimizers["code_d"].zero_grad(set_to_none=True)
-            loss.backward()
-            self.d_optimizers["code_d"].step()
+            self._backward_and_update(loss, self.d_optimizers["code_d"])
         if self.gan_d is not None:
             m = L.mask_blur(src.mask, self.res)
             rc, rf = self.gan_d(src.target * m)
             fc, ff = self.gan_d(pred["pred_src"].detach() * m)
             loss = 0.5 * (L.bce_with_logits(rc, 1.0) + L.bce_with_logits(fc, 0.0) + L.bce_with_logits(rf, 1.0) + L.bce_with_logits(ff, 0.0)).sum()
-            self.d_optimizers["gan_d"].zero_grad(set_to_none=True)
-            loss.backward()
-            self.d_optimizers["gan_d"].step()
+            self._backward_and_update(loss, self.d_optimizers["gan_d"])
 
     # ---------------------------------------------------------------- checks and the loop
 
@@ -427,7 +488,7 @@ class Trainer:
         while not (opts.target_iter and self.iteration >= opts.target_iter):
             if not many and stop.is_set():
                 break
-            self.step()
+            self._guarded_step()
             means = None
             checking = self.iteration == 1 or self.iteration % CHECK_EVERY == 0
             if checking:

@@ -24,7 +24,8 @@ import torch
 import torch.nn.functional as F
 
 from facelab.core.landmarks import FACE_TYPE_CHOICES, FaceType
-from facelab.errors import UserError
+from facelab.errors import UserError, is_out_of_memory
+from facelab.training.memory import tune_allocator
 from facelab.io import checkpoint
 from facelab.io.faceset import Face, load_faceset
 from facelab.models.registry import create_model
@@ -114,6 +115,7 @@ class XSegTrainer:
         self.seed = int(ckpt.state["seed"]) if ckpt else (opts.seed or random.SystemRandom().randrange(1, 2**31))
         torch.manual_seed(self.seed)
         self.model = create_model("xseg", opts.base, opts.resolution).to(self.device)
+        tune_allocator()
         self.gen = torch.Generator(device=self.device)
         self.gen.manual_seed(self.seed)
         self.cpu_gen = torch.Generator()
@@ -150,6 +152,7 @@ class XSegTrainer:
         self.aug = AugmentSettings(rotation_deg=10, scale=0.05, shift=0.05, flip=True, random_warp=True, warp_targets=True)
         self._pending = torch.zeros((), device=self.device)
         self._count = 0
+        self._updating = False
         log.info("XSeg: %d labelled faces, %s at %d px, starting at iteration %d", len(cache), self.face_type.dfl_name,
                  self.res, self.iteration)  # fmt: skip
 
@@ -165,7 +168,9 @@ class XSegTrainer:
             loss = F.binary_cross_entropy_with_logits(logits, mask)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        self._updating = True
         self.optimizer.step()
+        self._updating = False
         self.iteration += 1
         self._pending += loss.detach()
         self._count += 1
@@ -218,7 +223,16 @@ class XSegTrainer:
         last_save = time.monotonic()
         first = self.iteration
         while not (self.opts.target_iter and self.iteration >= self.opts.target_iter) and not stop.is_set():
-            self.step()
+            try:
+                self.step()
+            except Exception as exc:  # noqa: BLE001 - out of memory is the user's to fix; the rest is re-raised
+                if not is_out_of_memory(exc):
+                    raise
+                from facelab.training.memory import after_out_of_memory
+
+                save = None if self._updating else self.save
+                raise after_out_of_memory(self.device, self.opts.batch_size, self.res, self.iteration, self.model_dir, save,
+                                          [self.optimizer]) from None  # fmt: skip
             if self.iteration == 1 or self.iteration % CHECK_EVERY == 0:
                 value = self._check()
                 if value is not None:
