@@ -150,14 +150,50 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into `head` and the like: stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
+    except (OSError, MemoryError) as exc:
+        line = system_error_line(exc)
+        if line is None:
+            return _crash(ws, argv, exc)
+        sys.stderr.write(f"error: {line}\n")
+        return EXIT_USER_ERROR
     except Exception as exc:  # noqa: BLE001 - every crash becomes a log file and exit 1
-        folder = ws.logs_dir if ws.root.is_dir() else None
-        path = write_crash_log(folder, ["facelab", *argv], exc)
-        sys.stderr.write(
-            f"FaceLab crashed: {type(exc).__name__}: {exc}\n"
-            f"The details are in {path}; please attach that file when you report the problem.\n"
-        )
-        return EXIT_CRASH
+        return _crash(ws, argv, exc)
+
+
+def _crash(ws: Workspace, argv: list[str], exc: BaseException) -> int:
+    folder = ws.logs_dir if ws.root.is_dir() else None
+    path = write_crash_log(folder, ["facelab", *argv], exc)
+    sys.stderr.write(
+        f"FaceLab crashed: {type(exc).__name__}: {exc}\n"
+        f"The details are in {path}; please attach that file when you report the problem.\n"
+    )
+    return EXIT_CRASH
+
+
+_SYSTEM_ERRORS = {  # errno name -> (what happened, what to do)
+    "ENOSPC": ("the disk is full", "free some space on it and run again (the stage goes on where it stopped)"),
+    "EDQUOT": ("the disk quota is used up", "free some space and run again"),
+    "EACCES": ("permission denied", "check that you may write there and that no other program holds the file open"),
+    "EPERM": ("the system does not permit this", "check the file's permissions, or run from a folder you own"),
+    "EROFS": ("the disk is read-only", "move the workspace to a writable disk"),
+    "ENAMETOOLONG": ("the path is too long", "move the workspace to a shorter path (e.g. C:\\FaceLab)"),
+    "EMFILE": ("too many open files", "close other programs and run again"),
+}
+
+
+def system_error_line(exc: BaseException) -> str | None:
+    """One line for an operating-system error a user can fix (disk full, permissions, read-only,
+    path too long, out of memory); None for the others, which are crashes."""
+    import errno
+
+    if isinstance(exc, MemoryError):
+        return "out of memory: close other programs, or lower the batch size / resolution, and run again"
+    name = errno.errorcode.get(getattr(exc, "errno", None) or -1, "")
+    if name not in _SYSTEM_ERRORS:
+        return None
+    what, todo = _SYSTEM_ERRORS[name]
+    where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+    return f"{what}{where}: {todo}"
 
 
 def _doctor() -> int:

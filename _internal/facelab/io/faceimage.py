@@ -31,7 +31,7 @@ import numpy as np
 
 from facelab.core.landmarks import FaceType
 from facelab.errors import UserError
-from facelab.io.frames import encode_image, read_image, write_bytes_atomic
+from facelab.io.frames import decode_image, encode_image, read_image, write_bytes_atomic
 from facelab.types import ImageBGR
 
 SCHEMA = "facelab.face"
@@ -44,6 +44,19 @@ _JPEG_ID = b"FaceLab\x00"
 _MAX_PIECE = 65535 - 2 - len(_JPEG_ID) - 2
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_KEYWORD = b"facelab"
+
+# What a reader allocates at most for one face, whatever its file claims (a shared faceset is
+# untrusted input): the metadata after decompression, a face or mask side, polygons and their
+# points, the values a DFL pickle may expand to (shared sub-lists count every time), its depth.
+MAX_META_BYTES = 16 << 20
+MAX_SIDE = 4096
+MAX_POLYGONS = 512
+MAX_POINTS = 1 << 16
+MAX_IDENTITY = 4096
+MAX_PICKLE_ITEMS = 1 << 20
+MAX_PICKLE_DEPTH = 32
+_DAMAGE = (struct.error, IndexError, ValueError, TypeError, KeyError, AttributeError, RecursionError, OverflowError,
+           zlib.error, UnicodeDecodeError)  # fmt: skip
 
 
 class FaceMetaError(UserError):
@@ -94,7 +107,7 @@ class FaceMeta:
         """The applied XSeg mask as H x W x 1 float32 in [0, 1], or None."""
         if self.xseg_mask_png is None:
             return None
-        mask = cv2.imdecode(np.frombuffer(self.xseg_mask_png, np.uint8), cv2.IMREAD_UNCHANGED)
+        mask = decode_image(self.xseg_mask_png, cv2.IMREAD_UNCHANGED)
         if mask is None:
             return None
         if mask.ndim == 3:
@@ -136,6 +149,8 @@ class FaceMeta:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FaceMeta:
+        if not isinstance(data, dict):
+            raise FaceMetaError(f"face metadata is a {type(data).__name__}, not an object")
         if data.get("schema") != SCHEMA:
             raise FaceMetaError(f"not FaceLab face metadata (schema {data.get('schema')!r})")
         if int(data.get("version", 0)) > SCHEMA_VERSION:
@@ -143,22 +158,34 @@ class FaceMeta:
                 f"face metadata version {data['version']} is newer than this FaceLab reads ({SCHEMA_VERSION}): update FaceLab"
             )
         mask = data.get("xseg_mask_png")
+        polygons = data.get("xseg_polygons") or []
+        if not isinstance(polygons, list) or len(polygons) > MAX_POLYGONS:
+            raise FaceMetaError(f"xseg_polygons: expected a list of at most {MAX_POLYGONS} polygons")
+        identity = data.get("identity")
+        if identity is not None and (not isinstance(identity, list) or len(identity) > MAX_IDENTITY):
+            raise FaceMetaError(f"identity: expected a list of at most {MAX_IDENTITY} numbers")
+        track = data.get("track_id")
+        if track is not None and (isinstance(track, bool) or not isinstance(track, int)):
+            raise FaceMetaError(f"track_id: expected a whole number, got {track!r:.40}")
+        extra = data.get("extra") or {}
+        if not isinstance(extra, dict):
+            raise FaceMetaError("extra: expected an object")
+        source = data.get("source_filename")
+        if source is not None and not isinstance(source, str):
+            raise FaceMetaError("source_filename: expected text")
         return cls(
             face_type=FaceType.parse(data["face_type"]),
-            landmarks=_array(data["landmarks"], np.float32),
-            source_filename=data.get("source_filename"),
-            source_rect=_array(data.get("source_rect"), np.float64),
-            source_landmarks=_array(data.get("source_landmarks"), np.float32),
-            image_to_face_mat=_array(data.get("image_to_face_mat"), np.float64),
-            eyebrows_expand_mod=float(data.get("eyebrows_expand_mod", 1.0)),
-            xseg_polygons=tuple(
-                XSegPolygon(p["type"] == "include", _array(p["points"], np.float32).reshape(-1, 2))
-                for p in data.get("xseg_polygons") or []
-            ),
-            xseg_mask_png=base64.b64decode(mask) if mask else None,
-            identity=tuple(data["identity"]) if data.get("identity") is not None else None,
-            track_id=data.get("track_id"),
-            extra=dict(data.get("extra") or {}),
+            landmarks=_points(data["landmarks"], "landmarks", 68),
+            source_filename=source,
+            source_rect=_fixed(data.get("source_rect"), "source_rect", (4,), np.float64),
+            source_landmarks=_points(data.get("source_landmarks"), "source_landmarks", 68),
+            image_to_face_mat=_fixed(data.get("image_to_face_mat"), "image_to_face_mat", (2, 3), np.float64),
+            eyebrows_expand_mod=_number(data.get("eyebrows_expand_mod", 1.0), "eyebrows_expand_mod"),
+            xseg_polygons=_polygons([(p["type"] == "include", p["points"]) for p in polygons]),
+            xseg_mask_png=_mask_png(base64.b64decode(mask, validate=True)) if mask else None,
+            identity=tuple(_number(v, "identity") for v in identity) if identity is not None else None,
+            track_id=track,
+            extra=dict(extra),
         )
 
 
@@ -166,8 +193,92 @@ def _to_list(value: np.ndarray | None) -> Any:
     return None if value is None else np.asarray(value).tolist()
 
 
-def _array(value: Any, dtype: type) -> np.ndarray | None:
-    return None if value is None else np.asarray(value, dtype=dtype)
+def _checked(value: Any, what: str, dtype: type, limit: int) -> np.ndarray:
+    """`value` as a finite array of at most `limit` numbers (counted before converting)."""
+    if isinstance(value, np.ndarray):
+        if value.size > limit:
+            raise FaceMetaError(f"{what}: {value.size} values, at most {limit} expected")
+        arr = value
+    else:
+        _count(value, limit, what)
+        try:
+            arr = np.asarray(value)
+        except (ValueError, TypeError) as exc:  # ragged lists and the like
+            raise FaceMetaError(f"{what}: not an array of numbers ({str(exc)[:80]})") from None
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+        raise FaceMetaError(f"{what}: expected numbers")
+    arr = arr.astype(dtype)
+    if not np.isfinite(arr).all():
+        raise FaceMetaError(f"{what}: not every value is a finite number")
+    return arr
+
+
+def _count(value: Any, limit: int, what: str, depth: int = 0) -> int:
+    """How many leaves nested lists hold; FaceMetaError past `limit` or MAX_PICKLE_DEPTH."""
+    if depth > MAX_PICKLE_DEPTH:
+        raise FaceMetaError(f"{what}: nested too deep")
+    if isinstance(value, np.ndarray):
+        n = value.size
+    elif isinstance(value, (list, tuple)):
+        n = 0
+        for item in value:
+            n += _count(item, limit - n, what, depth + 1)
+            if n > limit:
+                break
+    else:
+        n = 1
+    if n > limit:
+        raise FaceMetaError(f"{what}: more than {limit} values")
+    return n
+
+
+def _points(value: Any, what: str, rows: int | None = None) -> np.ndarray | None:
+    """N x 2 finite float32 points (exactly `rows` of them when given)."""
+    if value is None:
+        return None
+    arr = _checked(value, what, np.float32, MAX_POINTS * 2)
+    if arr.ndim == 1 and arr.size % 2 == 0:
+        arr = arr.reshape(-1, 2)
+    if arr.ndim != 2 or arr.shape[1] != 2 or (rows is not None and arr.shape[0] != rows):
+        want = f"{rows} x 2" if rows else "N x 2"
+        raise FaceMetaError(f"{what}: expected {want} points, got shape {tuple(arr.shape)}")
+    return arr
+
+
+def _fixed(value: Any, what: str, shape: tuple[int, ...], dtype: type) -> np.ndarray | None:
+    if value is None:
+        return None
+    arr = _checked(value, what, dtype, int(np.prod(shape)))
+    if arr.size != int(np.prod(shape)):
+        raise FaceMetaError(f"{what}: expected {' x '.join(map(str, shape))} numbers, got {arr.size}")
+    return arr.reshape(shape)
+
+
+def _number(value: Any, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not np.isfinite(value):
+        raise FaceMetaError(f"{what}: expected a finite number, got {value!r:.40}")
+    return float(value)
+
+
+def _polygons(raw: list[tuple[Any, Any]]) -> tuple[XSegPolygon, ...]:
+    if len(raw) > MAX_POLYGONS:
+        raise FaceMetaError(f"xseg polygons: {len(raw)}, at most {MAX_POLYGONS}")
+    out, total = [], 0
+    for include, pts in raw:
+        points = _points(pts, "xseg polygon")
+        total += len(points)
+        if total > MAX_POINTS:
+            raise FaceMetaError(f"xseg polygons: more than {MAX_POINTS} points")
+        out.append(XSegPolygon(bool(include), points))
+    return tuple(out)
+
+
+def _mask_png(data: bytes) -> bytes:
+    """An applied mask's PNG bytes, refused when its header is not a PNG of at most MAX_SIDE."""
+    size = image_size_from_bytes(data) if data.startswith(_PNG_SIGNATURE) else None
+    if size is None or not (0 < size[0] <= MAX_SIDE and 0 < size[1] <= MAX_SIDE):
+        raise FaceMetaError(f"xseg mask: not a PNG of at most {MAX_SIDE} x {MAX_SIDE} pixels")
+    return data
 
 
 # ---------------------------------------------------------------- JPEG segments
@@ -288,8 +399,17 @@ def read_png_text(data: bytes, keyword: bytes) -> bytes | None:
         compressed = rest[0] == 1
         _, rest = rest[2:].split(b"\x00", 1)  # language tag
         _, text = rest.split(b"\x00", 1)  # translated keyword
-        return zlib.decompress(text) if compressed else text
+        return _inflate(text, MAX_META_BYTES) if compressed else text
     return None
+
+
+def _inflate(data: bytes, limit: int) -> bytes:
+    """zlib-decompress at most `limit` bytes; FaceMetaError beyond (a small file must not expand to gigabytes)."""
+    inflater = zlib.decompressobj()
+    out = inflater.decompress(data, limit)
+    if inflater.unconsumed_tail:  # input left over once `limit` bytes came out
+        raise FaceMetaError(f"face metadata expands to more than {limit >> 20} MB")
+    return out
 
 
 # ---------------------------------------------------------------- public API
@@ -298,12 +418,14 @@ def read_png_text(data: bytes, keyword: bytes) -> bytes | None:
 def _from_json(raw: bytes, name: str) -> FaceMeta:
     try:
         data = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise FaceMetaError(f"{name}: face metadata is damaged ({exc})") from None
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise FaceMetaError(f"{name}: face metadata is damaged ({type(exc).__name__}: {str(exc)[:120]})") from None
     try:
         return FaceMeta.from_dict(data)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise FaceMetaError(f"{name}: face metadata is damaged ({exc})") from None
+    except FaceMetaError as exc:
+        raise FaceMetaError(f"{name}: {exc}") from None
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise FaceMetaError(f"{name}: face metadata is damaged ({type(exc).__name__}: {str(exc)[:120]})") from None
 
 
 def embed_meta(image_bytes: bytes, meta: FaceMeta) -> bytes:
@@ -316,7 +438,7 @@ def embed_meta(image_bytes: bytes, meta: FaceMeta) -> bytes:
 
 def image_size_from_bytes(data: bytes) -> tuple[int, int] | None:
     """(height, width) from a JPEG's SOF or a PNG's IHDR without decoding; None if unknown."""
-    if data.startswith(_PNG_SIGNATURE) and data[12:16] == b"IHDR":
+    if data.startswith(_PNG_SIGNATURE) and data[12:16] == b"IHDR" and len(data) >= 24:
         width, height = struct.unpack(">II", data[16:24])
         return height, width
     if data.startswith(b"\xff\xd8"):
@@ -332,13 +454,28 @@ def image_size_from_bytes(data: bytes) -> tuple[int, int] | None:
 
 
 def meta_from_bytes(data: bytes, name: str = "image") -> FaceMeta | None:
-    """Metadata embedded in JPEG/PNG bytes: ours, or DFL's legacy APP15; None if there is none."""
-    if data.startswith(_PNG_SIGNATURE):
-        raw = read_png_text(data, _PNG_KEYWORD)
-        return _from_json(raw, name) if raw is not None else None
-    if data.startswith(b"\xff\xd8"):
-        return _read_jpeg_meta(data, name)
-    return None
+    """Metadata embedded in JPEG/PNG bytes: ours, or DFL's legacy APP15; None if there is none.
+
+    Every malformed file (truncated segments, broken chunks, JSON or pickle of the wrong shape,
+    too large once decompressed) is a FaceMetaError naming the file; nothing else escapes."""
+    try:
+        if data.startswith(_PNG_SIGNATURE):
+            raw = read_png_text(data, _PNG_KEYWORD)
+            meta = _from_json(raw, name) if raw is not None else None
+        elif data.startswith(b"\xff\xd8"):
+            meta = _read_jpeg_meta(data, name)
+        else:
+            return None
+    except FaceMetaError as exc:
+        text = str(exc)
+        raise FaceMetaError(text if text.startswith(name) else f"{name}: {text}") from None
+    except _DAMAGE as exc:
+        raise FaceMetaError(f"{name}: face metadata is damaged ({type(exc).__name__}: {str(exc)[:120]})") from None
+    if meta is not None:
+        size = image_size_from_bytes(data)
+        if size is not None and not (0 < size[0] <= MAX_SIDE and 0 < size[1] <= MAX_SIDE):
+            raise FaceMetaError(f"{name}: a face of {size[1]} x {size[0]} pixels (at most {MAX_SIDE} x {MAX_SIDE})")
+    return meta
 
 
 def read_meta(path: Path) -> FaceMeta | None:
@@ -411,11 +548,35 @@ class SafeUnpickler(pickle.Unpickler):
 def load_dfl_pickle(payload: bytes, name: str, extra: dict[tuple[str, str], Any] | None = None) -> Any:
     """Unpickle DFL data through `SafeUnpickler` (raises FaceMetaError when refused or broken)."""
     try:
-        return SafeUnpickler(io.BytesIO(payload), name, extra).load()
+        data = SafeUnpickler(io.BytesIO(payload), name, extra).load()
+        _count_all(data, name)
+        return data
     except FaceMetaError:
         raise
     except Exception as exc:  # noqa: BLE001 - any broken pickle is a damaged file
         raise FaceMetaError(f"{name}: DFL metadata is damaged ({type(exc).__name__}: {exc})") from None
+
+
+def _count_all(value: Any, name: str) -> None:
+    """Refuse an unpickled value that expands past MAX_PICKLE_ITEMS values (a few hundred bytes of
+    pickle that share sub-lists can stand for billions) or nests past MAX_PICKLE_DEPTH."""
+    budget = [MAX_PICKLE_ITEMS]
+
+    def walk(v: Any, depth: int) -> None:
+        if depth > MAX_PICKLE_DEPTH:
+            raise FaceMetaError(f"{name}: DFL metadata nests deeper than {MAX_PICKLE_DEPTH}")
+        budget[0] -= v.size if isinstance(v, np.ndarray) else 1
+        if budget[0] < 0:
+            raise FaceMetaError(f"{name}: DFL metadata expands past {MAX_PICKLE_ITEMS} values")
+        if isinstance(v, dict):
+            for k, item in v.items():
+                walk(k, depth + 1)
+                walk(item, depth + 1)
+        elif isinstance(v, (list, tuple, set, frozenset)):
+            for item in v:
+                walk(item, depth + 1)
+
+    walk(value, 0)
 
 
 def _dfl_polygons(raw: Any) -> tuple[XSegPolygon, ...]:
@@ -428,8 +589,8 @@ def _dfl_polygons(raw: Any) -> tuple[XSegPolygon, ...]:
             ptype, pts = poly.get("type"), poly.get("pts")
         else:  # legacy: (type, points)
             ptype, pts = poly[0], poly[1]
-        out.append(XSegPolygon(int(ptype) == 1, np.asarray(pts, np.float32).reshape(-1, 2)))
-    return tuple(out)
+        out.append((int(ptype) == 1, pts))
+    return _polygons(out)
 
 
 def face_meta_from_dfl(d: Any, name: str = "image") -> FaceMeta:
@@ -438,7 +599,11 @@ def face_meta_from_dfl(d: Any, name: str = "image") -> FaceMeta:
         raise FaceMetaError(f"{name}: not DFL face metadata")
     mask_png = None
     if d.get("xseg_mask") is not None:
-        mask = cv2.imdecode(np.asarray(d["xseg_mask"], np.uint8).reshape(-1), cv2.IMREAD_UNCHANGED)
+        raw = np.asarray(d["xseg_mask"], np.uint8).reshape(-1)
+        size = image_size_from_bytes(raw.tobytes())
+        if size is None or not (0 < size[0] <= MAX_SIDE and 0 < size[1] <= MAX_SIDE):
+            raise FaceMetaError(f"{name}: DFL xseg mask is not an image of at most {MAX_SIDE} x {MAX_SIDE} pixels")
+        mask = decode_image(raw, cv2.IMREAD_UNCHANGED)
         if mask is None:
             raise FaceMetaError(f"{name}: DFL xseg mask cannot be decoded")
         mask_png = encode_image(mask, ".png")
@@ -447,12 +612,12 @@ def face_meta_from_dfl(d: Any, name: str = "image") -> FaceMeta:
     src_lm = d.get("source_landmarks")
     return FaceMeta(
         face_type=FaceType.parse(d.get("face_type", "full_face")),
-        landmarks=np.asarray(d["landmarks"], np.float32).reshape(-1, 2),
-        source_filename=d.get("source_filename"),
-        source_rect=None if rect is None else np.asarray(rect, np.float64).reshape(4),
-        source_landmarks=None if src_lm is None else np.asarray(src_lm, np.float32).reshape(-1, 2),
-        image_to_face_mat=None if mat is None else np.asarray(mat, np.float64).reshape(2, 3),
-        eyebrows_expand_mod=float(d.get("eyebrows_expand_mod") or 1.0),
+        landmarks=_points(d["landmarks"], "landmarks", 68),
+        source_filename=d.get("source_filename") if isinstance(d.get("source_filename"), str) else None,
+        source_rect=_fixed(rect, "source_rect", (4,), np.float64),
+        source_landmarks=_points(src_lm, "source_landmarks", 68),
+        image_to_face_mat=_fixed(mat, "image_to_face_mat", (2, 3), np.float64),
+        eyebrows_expand_mod=_number(d.get("eyebrows_expand_mod") or 1.0, "eyebrows_expand_mod"),
         xseg_polygons=_dfl_polygons(d.get("seg_ie_polys")),
         xseg_mask_png=mask_png,
         extra={"imported_from": "dfl"},

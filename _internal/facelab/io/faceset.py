@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import zipfile
 from dataclasses import dataclass
@@ -21,6 +22,8 @@ from facelab.errors import UserError
 from facelab.io.faceimage import FaceMeta, FaceMetaError, image_size_from_bytes, meta_from_bytes, read_face, read_meta, write_meta
 from facelab.io.frames import list_images
 from facelab.io.names import plain_file_name
+
+log = logging.getLogger(__name__)
 
 PACK_NAME = "faceset.fpk"
 PACK_SCHEMA = "facelab.faceset-pack"
@@ -48,16 +51,40 @@ def _face_from_file(path: Path) -> Face:
         return Face(path.name, None, path.read_bytes, path, str(exc), shape=shape)
 
 
-def load_faceset(folder: Path) -> list[Face]:
-    """Every face of an aligned folder, or of its `faceset.fpk` when the folder holds only that."""
+def load_faceset(folder: Path, report: bool = True) -> list[Face]:
+    """Every face of an aligned folder, or of its `faceset.fpk` when the folder holds only that.
+
+    A face that cannot be read is kept with `meta` None and `error` saying why (the stages skip
+    it); with `report`, the unreadable ones are named in one warning, once per folder and process."""
     folder = Path(folder)
     if not folder.is_dir():
         raise UserError(f"{folder} does not exist: extract faces first (scripts 4 / 5)")
     files = list_images(folder)
     pack = folder / PACK_NAME
-    if not files and pack.exists():
-        return list(read_pack(pack))
-    return [_face_from_file(p) for p in files]
+    faces = list(read_pack(pack)) if not files and pack.exists() else [_face_from_file(p) for p in files]
+    if report:
+        report_unreadable(folder, faces)
+    return faces
+
+
+_REPORTED: set[tuple[str, str]] = set()
+NAMED = 5  # unreadable faces named in the warning; `faceset info` lists them all
+
+
+def why_unreadable(face: Face) -> str:
+    why = face.error or "no face metadata"
+    return why[len(face.name) + 2 :] if why.startswith(f"{face.name}: ") else why
+
+
+def report_unreadable(folder: Path, faces: list[Face]) -> None:
+    bad = [f for f in faces if f.meta is None and (str(folder), f.name) not in _REPORTED]
+    if not bad:
+        return
+    _REPORTED.update((str(folder), f.name) for f in bad)
+    named = "; ".join(f"{f.name} ({why_unreadable(f)})" for f in bad[:NAMED])
+    more = f" and {len(bad) - NAMED} more" if len(bad) > NAMED else ""
+    log.warning("%d face%s in %s could not be read and %s left out: %s%s (see `faceset info`)", len(bad),
+                "s" if len(bad) > 1 else "", folder, "are" if len(bad) > 1 else "is", named, more)  # fmt: skip
 
 
 def require_faces(folder: Path, what: str = "faces") -> list[Face]:
@@ -128,8 +155,11 @@ def read_pack(pack: Path) -> Iterator[Face]:
                 raise _damaged(pack, f"{name} does not match its checksum")
             return data
 
-        meta = FaceMeta.from_dict(entry["meta"]) if entry.get("meta") else None
-        yield Face(name, meta, read, shape=shape)
+        try:
+            meta, error = (FaceMeta.from_dict(entry["meta"]) if entry.get("meta") else None), None
+        except FaceMetaError as exc:
+            meta, error = None, f"{name}: {exc}"
+        yield Face(name, meta, read, error=error, shape=shape)
 
 
 # ---------------------------------------------------------------- files of a faceset being edited

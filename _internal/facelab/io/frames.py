@@ -40,10 +40,19 @@ def read_image(path: Path) -> ImageBGR | None:
         data = np.fromfile(str(path), dtype=np.uint8)
     except OSError:
         return None
-    if data.size == 0:
+    return decode_image(data)
+
+
+def decode_image(data: bytes | np.ndarray, flags: int = cv2.IMREAD_COLOR) -> np.ndarray | None:
+    """Decode image bytes; None when they are not an image, or one larger than OpenCV's pixel
+    limit (set in facelab/__init__.py; OpenCV raises for those instead of returning None)."""
+    buf = np.frombuffer(data, np.uint8) if isinstance(data, (bytes, bytearray, memoryview)) else data
+    if buf.size == 0:
         return None
-    img = cv2.imdecode(data, cv2.IMREAD_COLOR)
-    return img
+    try:
+        return cv2.imdecode(buf, flags)
+    except cv2.error:
+        return None
 
 
 def encode_image(img: np.ndarray, ext: str, jpeg_quality: int = 90, png_compression: int = 3, fast_png: bool = False) -> bytes:
@@ -68,11 +77,21 @@ def encode_image(img: np.ndarray, ext: str, jpeg_quality: int = 90, png_compress
     return buf.tobytes()
 
 
+_UMASK = os.umask(0o022)  # read once at import (os.umask can only be read by setting it)
+os.umask(_UMASK)
+
+
 def write_bytes_atomic(path: Path, data: bytes) -> None:
     """Write `data` to `path` through a temp file + fsync + rename (+ fsync of the folder)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        try:  # mkstemp makes 0600; keep the replaced file's permissions, else the umask's
+            mode = os.stat(path).st_mode & 0o7777
+        except OSError:
+            mode = 0o666 & ~_UMASK
+        if hasattr(os, "fchmod"):
+            os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()

@@ -42,9 +42,9 @@ from facelab.core.masks import polygons_mask
 from facelab.core.overlay import PITCH_EDGES_DEG, YAW_EDGES_DEG, draw_face_debug, yaw_pitch_plot
 from facelab.errors import ConfirmationNeeded, UserError
 from facelab.io.faceimage import FaceMeta, FaceMetaError, XSegPolygon, write_face, write_meta
-from facelab.io.faceset import PACK_NAME, Face, load_faceset, read_pack, write_pack
+from facelab.io.faceset import PACK_NAME, Face, load_faceset, read_pack, why_unreadable, write_pack
 from facelab.io.names import plain_file_name
-from facelab.io.frames import list_images, read_image, write_bytes_atomic, write_image_atomic, write_text_atomic
+from facelab.io.frames import decode_image, list_images, read_image, write_bytes_atomic, write_image_atomic, write_text_atomic
 from facelab.log import iterate
 from facelab.options import option
 from facelab.report import Report
@@ -72,8 +72,8 @@ class FacesetOptions:
     overwrite: bool = option("Overwrite", False, ask=False, help="replace existing output without asking")
 
 
-def _faces_with_meta(folder: Path) -> tuple[list[Face], list[Face]]:
-    faces = load_faceset(folder)
+def _faces_with_meta(folder: Path, report: bool = True) -> tuple[list[Face], list[Face]]:
+    faces = load_faceset(folder, report)
     if not faces:
         raise UserError(f"{folder} has no faces: extract faces first (scripts 4 / 5)")
     return [f for f in faces if f.meta is not None], [f for f in faces if f.meta is None]
@@ -104,7 +104,7 @@ def run(ws: Workspace, opts: FacesetOptions) -> Iterator[str]:
 
 def _dump(folder: Path, opts: FacesetOptions):  # noqa: ANN202 - generator
     faces = skipped = 0
-    for face in load_faceset(folder):
+    for face in load_faceset(folder, report=False):
         if face.meta is None:
             yield json.dumps({"file": face.name, "error": face.error or "no face metadata"})
             skipped += 1
@@ -118,14 +118,14 @@ def _dump(folder: Path, opts: FacesetOptions):  # noqa: ANN202 - generator
 
 
 def _info(folder: Path, opts: FacesetOptions):  # noqa: ANN202
-    good, bad = _faces_with_meta(folder)
+    good, bad = _faces_with_meta(folder, report=False)
     types = Counter(f.meta.face_type.dfl_name for f in good)
     sizes = Counter(f"{f.shape[1]}x{f.shape[0]}" for f in good if f.shape)
     polys = sum(1 for f in good if f.meta.xseg_polygons)
     masks = sum(1 for f in good if f.meta.xseg_mask_png)
     poses = np.array([estimate_pitch_yaw_roll(f.meta.landmarks, f.shape[1])[:2] for f in good if f.shape]) if good else np.zeros((0, 2))
     yaw_deg, pitch_deg = np.degrees(poses[:, 1]), np.degrees(poses[:, 0])
-    yield f"faces: {len(good)} with metadata" + (f", {len(bad)} without (not usable for training)" if bad else "")
+    yield f"faces: {len(good)} with metadata" + (f", {len(bad)} that cannot be used (listed at the end)" if bad else "")
     yield "face types: " + ", ".join(f"{k} {v}" for k, v in types.most_common())
     yield "image sizes: " + ", ".join(f"{k} {v}" for k, v in sizes.most_common())
     yield f"XSeg: {polys} faces with drawn polygons, {masks} with an applied mask"
@@ -142,7 +142,9 @@ def _info(folder: Path, opts: FacesetOptions):  # noqa: ANN202
     write_image_atomic(out / "contact_sheet.png", contact_sheet(good))
     write_image_atomic(out / "yaw_pitch.png", yaw_pitch_plot(yaw_deg, pitch_deg))
     yield f"pictures: {out / 'contact_sheet.png'}, {out / 'yaw_pitch.png'}"
-    return f"{len(good)} faces in {folder}", {"faces": len(good), "without_meta": len(bad), "polygons": polys, "masks": masks}
+    for face in bad:
+        yield f"cannot be used: {face.name}: {why_unreadable(face)}"
+    return f"{len(good)} faces in {folder}" + (f", {len(bad)} that cannot be used" if bad else ""), {"faces": len(good), "without_meta": len(bad), "polygons": polys, "masks": masks}
 
 
 def contact_sheet(faces: list[Face], cell: int = 96, columns: int = 20, limit: int = 400) -> np.ndarray:
@@ -151,7 +153,7 @@ def contact_sheet(faces: list[Face], cell: int = 96, columns: int = 20, limit: i
     rows = max(1, math.ceil(len(picks) / columns))
     sheet = np.full((rows * cell, min(columns, max(len(picks), 1)) * cell, 3), 32, np.uint8)
     for k, face in enumerate(picks):
-        img = cv2.imdecode(np.frombuffer(face.read_bytes(), np.uint8), cv2.IMREAD_REDUCED_COLOR_4)
+        img = decode_image(face.read_bytes(), cv2.IMREAD_REDUCED_COLOR_4)
         if img is None:
             continue
         r, c = divmod(k, columns)
@@ -166,7 +168,7 @@ def _landmarks_debug(folder: Path, opts: FacesetOptions):  # noqa: ANN202
     good, bad = _faces_with_meta(folder)
     out = _output_dir(folder, "landmarks", opts.overwrite)
     for face in iterate(good, "landmark overlays", "face"):
-        img = cv2.imdecode(np.frombuffer(face.read_bytes(), np.uint8), cv2.IMREAD_COLOR)
+        img = decode_image(face.read_bytes())
         lm = face.meta.landmarks
         rect = (float(lm[:, 0].min()), float(lm[:, 1].min()), float(lm[:, 0].max()), float(lm[:, 1].max()))
         draw_face_debug(img, rect, lm, None, img.shape[1])
@@ -356,7 +358,7 @@ def _resize(folder: Path, opts: FacesetOptions):  # noqa: ANN202
         if face.meta.face_type == FaceType.MARK_ONLY:
             skipped.append(face.name)
             continue
-        img = cv2.imdecode(np.frombuffer(face.read_bytes(), np.uint8), cv2.IMREAD_COLOR)
+        img = decode_image(face.read_bytes())
         try:
             new_img, new_meta = resize_face(img, face.meta, opts.image_size, new_type)
         except FaceMetaError:

@@ -36,7 +36,7 @@ from facelab.core.ordering import (
 from facelab.core.quality import estimate_motion_blur, estimate_sharpness
 from facelab.errors import UserError
 from facelab.io.faceset import PACK_NAME, Face, load_faceset, move_to_trash, trash_folder
-from facelab.io.frames import list_images
+from facelab.io.frames import decode_image, list_images
 from facelab.log import progress
 from facelab.options import option
 from facelab.report import Report
@@ -88,7 +88,7 @@ class Ordering:
 
 def _decode(face: Face, reduce: int = 1) -> np.ndarray | None:
     flag = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4}[reduce]
-    return cv2.imdecode(np.frombuffer(face.read_bytes(), np.uint8), flag)
+    return decode_image(face.read_bytes(), flag)
 
 
 def _each(faces: Sequence[Face], fn: Callable[[Face], object], desc: str) -> list:

@@ -27,6 +27,7 @@ from facelab.core.landmarks import FACE_TYPE_CHOICES, get_transform_mat
 from facelab.errors import ConfirmationNeeded, UserError
 from facelab.io.faceimage import write_meta
 from facelab.io.faceset import load_faceset
+from facelab.io.frames import decode_image
 from facelab.log import iterate
 from facelab.models import store
 from facelab.options import option, options_from_dict
@@ -128,7 +129,7 @@ def _apply(ws: Workspace, opts: XSegOptions) -> tuple[str, dict]:
             chunk = faces[chunk_start : chunk_start + 8]
             crops, mats = [], []
             for face in chunk:
-                img = cv2.imdecode(np.frombuffer(face.read_bytes(), np.uint8), cv2.IMREAD_COLOR)
+                img = decode_image(face.read_bytes())
                 h, w = img.shape[:2]
                 meta = face.meta
                 if meta.face_type != model_type and meta.image_to_face_mat is not None and meta.source_landmarks is not None:

@@ -32,7 +32,7 @@ from facelab.core.landmarks import FaceType, estimate_pitch_yaw_roll, get_transf
 from facelab.core.masks import eyes_mouth_mask, hull_mask
 from facelab.errors import UserError
 from facelab.io.faceset import Face, load_faceset
-from facelab.io.frames import write_text_atomic
+from facelab.io.frames import decode_image, write_text_atomic
 from facelab.log import progress
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ def prepare_face(face: Face, resolution: int, face_type: FaceType, mask_source: 
     meta = face.meta
     if meta is None:
         return None
-    img = cv2.imdecode(np.frombuffer(face.read_bytes(), np.uint8), cv2.IMREAD_COLOR)
+    img = decode_image(face.read_bytes())
     if img is None:
         return None
     h, w = img.shape[:2]

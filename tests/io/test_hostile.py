@@ -1,0 +1,187 @@
+"""Hostile and broken faces (issue 14): every crafted file is one clear error for its face, the
+stages skip it and name it once, and reading it costs bounded memory.
+
+The files are made here from a real face: truncated segments, metadata of the wrong shape or
+type, deeply nested JSON, a broken PNG text chunk, landmarks of the wrong length or not finite,
+a zlib bomb, a DFL pickle whose shared sub-lists stand for 10^12 values, a mask or a face whose
+header claims 30000 x 30000 pixels.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import pickle
+import struct
+import subprocess
+import sys
+import zlib
+
+import numpy as np
+import pytest
+
+from facelab.io import faceimage as fi
+from facelab.io.frames import write_bytes_atomic
+
+RSS_LIMIT_MIB = 500
+
+
+def _app15(jpeg: bytes, payload: bytes) -> bytes:
+    return jpeg[:2] + b"\xff\xef" + struct.pack(">H", len(payload) + 2) + payload + jpeg[2:]
+
+
+def _png_with_text(png: bytes, body: bytes) -> bytes:
+    """`png` with an iTXt chunk whose body is `body` as it is (broken on purpose)."""
+    chunk = struct.pack(">I", len(body)) + b"iTXt" + body + struct.pack(">I", zlib.crc32(b"iTXt" + body) & 0xFFFFFFFF)
+    return png[:33] + chunk + png[33:]
+
+
+def _claims_size(jpeg: bytes, width: int, height: int) -> bytes:
+    """The same JPEG with its SOF header claiming another size."""
+    at = jpeg.index(b"\xff\xc0")
+    return jpeg[: at + 5] + struct.pack(">HH", height, width) + jpeg[at + 9 :]
+
+
+def _bomb_pickle() -> bytes:
+    value: list = [0.0] * 100
+    for _ in range(5):
+        value = [value] * 100  # 100^6 values, each list pickled once and then referenced
+    return pickle.dumps({"landmarks": value, "face_type": "full_face"}, protocol=2)
+
+
+def crafted_faces(good_jpg: bytes, good_png: bytes) -> dict[str, bytes]:
+    """name -> bytes of each hostile or broken face."""
+    meta = fi.meta_from_bytes(good_jpg)
+    d = meta.to_dict()
+    plain_jpg = fi._embed_jpeg(good_jpg, b"")  # the pixels with an empty piece of ours
+    emb = lambda data: fi._embed_jpeg(good_jpg, json.dumps(data).encode())  # noqa: E731
+    at = good_jpg.index(b"FaceLab\x00")
+    big_mask = good_png[:16] + struct.pack(">II", 30000, 30000) + good_png[24:]
+    import base64
+
+    return {
+        "truncated_app.jpg": good_jpg[: at + 40],
+        "json_is_a_list.jpg": emb([1, 2, 3]),
+        "landmarks_67.jpg": emb({**d, "landmarks": d["landmarks"][:67]}),
+        "landmarks_nan.jpg": fi._embed_jpeg(good_jpg, json.dumps({**d, "landmarks": [[float("nan"), 1.0]] * 68}).encode()),
+        "landmarks_text.jpg": emb({**d, "landmarks": [["a", "b"]] * 68}),
+        "landmarks_ragged.jpg": emb({**d, "landmarks": [[1, 2], [3]] * 34}),
+        "matrix_wrong.jpg": emb({**d, "image_to_face_mat": [[1, 0, 0]]}),
+        "track_is_text.jpg": emb({**d, "track_id": "one"}),
+        "deep.jpg": fi._embed_jpeg(good_jpg, b'{"extra": ' + b"[" * 200_000 + b"]" * 200_000 + b"}"),
+        "broken_chunk.png": _png_with_text(good_png, b"facelab"),
+        "zlib_bomb.png": _png_with_text(good_png, b"facelab\x00\x01\x00\x00\x00" + zlib.compress(b"{" + b" " * (64 << 20), 9)),
+        "pickle_bomb.jpg": _app15(plain_jpg, _bomb_pickle()),
+        "huge_mask.jpg": emb({**d, "xseg_mask_png": base64.b64encode(big_mask).decode()}),
+        "huge_face.jpg": _claims_size(good_jpg, 30000, 30000),
+        "not_an_image.jpg": b"\xff\xd8" + os.urandom(300),
+    }
+
+
+@pytest.fixture(scope="module")
+def faces(train_workspace) -> dict[str, bytes]:
+    import cv2
+
+    from facelab.io.frames import list_images
+
+    good = list_images(train_workspace.aligned_dir("src"))[0]
+    jpg = good.read_bytes()
+    img = cv2.imdecode(np.frombuffer(jpg, np.uint8), cv2.IMREAD_COLOR)
+    png = fi.encode_face(img, fi.meta_from_bytes(jpg), ".png")
+    return crafted_faces(jpg, png)
+
+
+def test_every_crafted_face_is_one_face_metadata_error_naming_the_file(faces):
+    for name, data in faces.items():
+        with pytest.raises(fi.FaceMetaError) as info:
+            fi.meta_from_bytes(data, name)
+        text = str(info.value)
+        assert text.startswith(name) and "\n" not in text and len(text) < 400, text
+
+
+def _peak_mib(code: str, *args: str) -> tuple[subprocess.CompletedProcess, float]:
+    wrapped = f"import resource, sys\n{code}\nprint('PEAK_KIB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+    proc = subprocess.run([sys.executable, "-c", wrapped, *args], capture_output=True, text=True, timeout=600, check=False)
+    peak = [int(line.split()[1]) for line in proc.stdout.splitlines() if line.startswith("PEAK_KIB")]
+    return proc, peak[0] / 1024 if peak else float("inf")
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="peak RSS as Linux reports it")
+def test_reading_them_all_stays_under_500_mb_in_a_fresh_process(faces, tmp_path):
+    folder = tmp_path / "hostile"
+    folder.mkdir()
+    for name, data in faces.items():
+        (folder / name).write_bytes(data)
+    code = ("from pathlib import Path\nfrom facelab.io import faceimage as fi\n"
+            "for p in sorted(Path(sys.argv[1]).iterdir()):\n"
+            "    try:\n        fi.read_meta(p)\n    except fi.FaceMetaError as e:\n        print('REFUSED', p.name)\n")  # fmt: skip
+    proc, peak = _peak_mib(code, str(folder))
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(line.split()[1] for line in proc.stdout.splitlines() if line.startswith("REFUSED")) == sorted(faces)
+    assert peak < RSS_LIMIT_MIB, f"{peak:.0f} MiB"
+
+
+def test_stages_skip_the_bad_faces_name_them_once_and_stay_bounded(faces, train_workspace, tmp_path, script):
+    from conftest import copy_workspace
+
+    ws = copy_workspace(train_workspace, tmp_path / "ws")
+    aligned = ws.aligned_dir("src")
+    for name, data in faces.items():
+        (aligned / f"zz_{name}").write_bytes(data)
+    before = {p.name: p.read_bytes() for p in aligned.iterdir()}
+    args = ("--workspace", str(ws.root), "--non-interactive")
+    info = script("4.2_src_util_faceset_info", *args)
+    assert info.returncode == 0, info.stderr
+    listed = [line for line in info.stdout.splitlines() if line.startswith("cannot be used: ")]
+    assert len(listed) == len(faces) and all(f"zz_{n}" in " ".join(listed) for n in faces)
+    assert "Traceback" not in info.stderr
+    # sorting: the good faces sorted, the bad ones kept, named once in the log
+    sort = script("4.2_src_sort", *args, "--by", "hist")
+    assert sort.returncode == 0, sort.stderr
+    assert sort.stderr.count(f"{len(faces)} faces in") == 1 and "could not be read" in sort.stderr
+    assert "Traceback" not in sort.stderr + sort.stdout
+    kept = [p.read_bytes() for p in [*aligned.iterdir(), *aligned.parent.glob("aligned_trash/*")] if p.is_file()]
+    assert all(data in kept for data in before.values())  # every file, good or bad, still exists (renamed or trashed)
+    # training over them: the good faces are cached, the bad left out, in bounded memory
+    from conftest import TINY
+
+    code = "from facelab.cli import main\nrc = main(sys.argv[1:])\nprint('RC', rc)"
+    proc, peak = _peak_mib(code, "train", *args, *TINY, "--target-iter", "1", "--no-memory-probe")
+    assert "RC 0" in proc.stdout, proc.stderr
+    assert "could not be read and are left out" in proc.stderr and "cached 10 src faces" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert peak < 1500  # the training itself; the hostile files add nothing measurable
+
+
+def test_operating_system_errors_are_one_line_and_exit_2(monkeypatch, tmp_path, capsys):
+    from facelab import cli
+    from facelab.stages import video
+
+    for code, words in ((errno.ENOSPC, "the disk is full"), (errno.EACCES, "permission denied"),
+                        (errno.EROFS, "read-only"), (errno.ENAMETOOLONG, "path is too long")):  # fmt: skip
+        def fail(*a, code=code, **k):  # noqa: ANN002, ANN003, ANN202
+            raise OSError(code, os.strerror(code), str(tmp_path / "workspace" / "data_dst" / "00001.png"))
+
+        monkeypatch.setattr(video, "denoise", fail)
+        (tmp_path / "workspace").mkdir(exist_ok=True)
+        rc = cli.main(["denoise", "--workspace", str(tmp_path / "workspace"), "--non-interactive"])
+        err = capsys.readouterr().err
+        assert rc == 2 and words in err and "00001.png" in err and err.count("\n") == 1 and "Traceback" not in err, err
+    # an OSError that is not the user's to fix is still a crash with its log
+    monkeypatch.setattr(video, "denoise", lambda *a, **k: (_ for _ in ()).throw(OSError(errno.EBADF, "Bad file descriptor")))
+    assert cli.main(["denoise", "--workspace", str(tmp_path / "workspace"), "--non-interactive"]) == 1
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX permission bits")
+def test_rewritten_files_keep_their_permissions(tmp_path):
+    path = tmp_path / "face.jpg"
+    path.write_bytes(b"old")
+    path.chmod(0o644)
+    write_bytes_atomic(path, b"new")
+    assert path.read_bytes() == b"new" and (path.stat().st_mode & 0o777) == 0o644
+    fresh = tmp_path / "fresh.jpg"
+    write_bytes_atomic(fresh, b"x")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (fresh.stat().st_mode & 0o777) == 0o666 & ~umask
