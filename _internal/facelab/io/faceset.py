@@ -21,11 +21,13 @@ from typing import Callable, Iterator
 from facelab.errors import UserError
 from facelab.io.faceimage import FaceMeta, FaceMetaError, image_size_from_bytes, meta_from_bytes, read_face, read_meta, write_meta
 from facelab.io.frames import list_images
+from facelab.io.journal import finish_renames
 from facelab.io.names import plain_file_name
 
 log = logging.getLogger(__name__)
 
 PACK_NAME = "faceset.fpk"
+UNPACKING = ".unpacking"  # where an unpack writes before moving the faces in
 PACK_SCHEMA = "facelab.faceset-pack"
 PACK_VERSION = 1
 
@@ -59,6 +61,10 @@ def load_faceset(folder: Path, report: bool = True) -> list[Face]:
     folder = Path(folder)
     if not folder.is_dir():
         raise UserError(f"{folder} does not exist: extract faces first (scripts 4 / 5)")
+    finish_renames(folder)  # a sort killed halfway is finished before anything reads the faces
+    if (folder / UNPACKING).is_dir():
+        raise UserError(f"an unpack of {folder / PACK_NAME} was interrupted, so {folder} holds only part of its faces: "
+                        "run the faceset unpack script again to finish it")  # fmt: skip
     files = list_images(folder)
     pack = folder / PACK_NAME
     faces = list(read_pack(pack)) if not files and pack.exists() else [_face_from_file(p) for p in files]

@@ -42,9 +42,10 @@ from facelab.core.masks import polygons_mask
 from facelab.core.overlay import PITCH_EDGES_DEG, YAW_EDGES_DEG, draw_face_debug, yaw_pitch_plot
 from facelab.errors import ConfirmationNeeded, UserError
 from facelab.io.faceimage import FaceMeta, FaceMetaError, XSegPolygon, write_face, write_meta
-from facelab.io.faceset import PACK_NAME, Face, load_faceset, read_pack, why_unreadable, write_pack
+from facelab.io.faceset import PACK_NAME, UNPACKING, Face, load_faceset, read_pack, why_unreadable, write_pack
 from facelab.io.names import plain_file_name
 from facelab.io.frames import decode_image, list_images, read_image, write_bytes_atomic, write_image_atomic, write_text_atomic
+from facelab.io.journal import rename_all
 from facelab.log import iterate
 from facelab.options import option
 from facelab.report import Report
@@ -70,6 +71,8 @@ class FacesetOptions:
     delete_originals: bool = option("Delete original files after packing", True, ask=lambda v: v["action"] == "pack",
                                     help="pack: remove the loose face files once the pack is written and checked")  # fmt: skip
     overwrite: bool = option("Overwrite", False, ask=False, help="replace existing output without asking")
+    replace_bigger: bool = option("Replace a bigger pack", False, ask=False,
+                                  help="pack: replace a pack that holds more faces than the folder has")  # fmt: skip
 
 
 def _faces_with_meta(folder: Path, report: bool = True) -> tuple[list[Face], list[Face]]:
@@ -185,18 +188,16 @@ def _recover(folder: Path, opts: FacesetOptions):  # noqa: ANN202
     for face in sorted(good, key=lambda f: f.name):
         if face.meta.source_filename:
             plan.setdefault(Path(face.meta.source_filename).stem, []).append(face)
-    staged = []
+    moves, moving = [], {f.path.name for fs in plan.values() for f in fs}
     for stem, faces in plan.items():
         for n, face in enumerate(faces):
-            tmp = folder / f".recover_{stem}_{n}{face.path.suffix}"
-            os.replace(face.path, tmp)
-            staged.append((tmp, folder / f"{stem}_{n}{face.path.suffix.lower()}"))
-    for tmp, final in staged:
-        if final.exists():  # a face without metadata already has this name: keep both
-            final = final.with_name(f"{final.stem}_recovered{final.suffix}")
-        os.replace(tmp, final)
+            final = folder / f"{stem}_{n}{face.path.suffix.lower()}"
+            if final.exists() and final.name not in moving:  # a face without metadata has this name: keep both
+                final = final.with_name(f"{final.stem}_recovered{final.suffix}")
+            moves.append((face.path, final))
+    rename_all(folder, moves, "recover-filenames")  # crash-safe: io.journal
     yield from ()
-    return f"{len(staged)} faces of {folder} renamed back to <frame>_<n>", {"renamed": len(staged), "skipped": len(bad)}
+    return f"{len(moves)} faces of {folder} renamed back to <frame>_<n>", {"renamed": len(moves), "skipped": len(bad)}
 
 
 def _export_masks(folder: Path, opts: FacesetOptions):  # noqa: ANN202
@@ -295,6 +296,14 @@ def _pack(folder: Path, opts: FacesetOptions):  # noqa: ANN202
     pack = folder / PACK_NAME
     if pack.exists() and not opts.overwrite:
         raise ConfirmationNeeded(f"{pack} exists and will be replaced", "overwrite")
+    if pack.exists() and not opts.replace_bigger:
+        try:
+            held = sum(1 for _ in read_pack(pack))
+        except UserError:
+            held = 0  # a damaged pack: replacing it loses nothing readable
+        if held > len(faces):
+            raise ConfirmationNeeded(f"{pack} holds {held} faces and would be replaced by a pack of only {len(faces)}",
+                                     "replace_bigger")  # fmt: skip
     size = write_pack(faces, pack)
     # read everything back before deleting anything
     packed = {f.name: f.read_bytes() for f in read_pack(pack)}
@@ -310,20 +319,40 @@ def _pack(folder: Path, opts: FacesetOptions):  # noqa: ANN202
 
 
 def _unpack(folder: Path, opts: FacesetOptions):  # noqa: ANN202
-    pack = folder / PACK_NAME
+    """Unpack into `<folder>/.unpacking/` first, then move the faces in and remove the pack: a
+    stop at any moment (disk full, kill) never leaves a partial set of loose faces hiding the pack;
+    the stages refuse the folder until unpack is run again, which finishes the job."""
+    pack, staging = folder / PACK_NAME, folder / UNPACKING
     if not pack.exists():
+        if staging.is_dir() and all(p.name.endswith(".tmp") for p in staging.iterdir()):  # stopped after the pack was removed
+            for p in staging.iterdir():
+                p.unlink()
+            staging.rmdir()
+            yield from ()
+            return f"an interrupted unpack of {folder} is finished", {"faces": 0}
         raise UserError(f"{folder} has no {PACK_NAME} to unpack")
     faces = list(read_pack(pack))
+    resuming = staging.is_dir()
     for face in iterate(faces, "check pack", "face"):
         face.read_bytes()  # checks every face against the manifest before anything is written
-    clashes = [f.name for f in faces if (folder / f.name).exists() and (folder / f.name).read_bytes() != f.read_bytes()]
+    clashes = {f.name for f in faces if (folder / f.name).exists() and (folder / f.name).read_bytes() != f.read_bytes()}
     if clashes and not opts.overwrite:
         raise ConfirmationNeeded(f"{len(clashes)} files in {folder} differ from the packed ones and will be replaced", "overwrite")
+    staging.mkdir(exist_ok=True)
     for face in iterate(faces, "unpack", "face"):
-        write_bytes_atomic(folder / face.name, face.read_bytes())
+        if not (folder / face.name).exists() or face.name in clashes:
+            write_bytes_atomic(staging / face.name, face.read_bytes())
+    for face in faces:
+        if (staging / face.name).exists():
+            os.replace(staging / face.name, folder / face.name)
+    for p in staging.iterdir():  # half-written temp files of a killed run; every face has been moved
+        if p.name.startswith(".") and p.name.endswith(".tmp"):
+            p.unlink()
     pack.unlink()
+    staging.rmdir()
     yield from ()
-    return f"{len(faces)} faces unpacked into {folder}; {PACK_NAME} removed", {"faces": len(faces)}
+    again = " (an interrupted unpack finished)" if resuming else ""
+    return f"{len(faces)} faces unpacked into {folder}; {PACK_NAME} removed{again}", {"faces": len(faces)}
 
 
 # ---------------------------------------------------------------- resize

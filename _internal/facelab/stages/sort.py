@@ -35,8 +35,9 @@ from facelab.core.ordering import (
 )  # fmt: skip
 from facelab.core.quality import estimate_motion_blur, estimate_sharpness
 from facelab.errors import UserError
-from facelab.io.faceset import PACK_NAME, Face, load_faceset, move_to_trash, trash_folder
+from facelab.io.faceset import PACK_NAME, Face, load_faceset, trash_folder, unique_path
 from facelab.io.frames import decode_image, list_images
+from facelab.io.journal import rename_all
 from facelab.log import progress
 from facelab.options import option
 from facelab.report import Report
@@ -287,22 +288,24 @@ def _best(faces: Sequence[Face], target: int, fast: bool) -> Ordering:
 
 
 def apply_ordering(folder: Path, faces: Sequence[Face], ordering: Ordering) -> Path:
-    """Move trashed faces to `<folder>_trash`, rename kept ones 00000.jpg ... in order."""
+    """Move trashed faces to `<folder>_trash`, rename kept ones 00000.jpg ... in order, as one
+    crash-safe step (io.journal: a killed sort is finished by the next stage that loads the folder)."""
+    trash = trash_folder(folder)
+    moves, taken = [], set()
     for i in ordering.trash:
         path = faces[i].path
         assert path is not None
-        move_to_trash(path)
-    # two steps, so that a new name never lands on a file not yet renamed
-    staged = []
+        target = unique_path(trash, path.name)
+        while target.name in taken:  # two trashed faces of the same name
+            target = unique_path(trash, f"{target.stem}_{len(taken)}{target.suffix}")
+        taken.add(target.name)
+        moves.append((path, target))
     for n, i in enumerate(ordering.keep):
         path = faces[i].path
         assert path is not None
-        tmp = folder / f"{n:05d}_{path.name}"
-        os.replace(path, tmp)
-        staged.append((tmp, folder / f"{n:05d}{path.suffix.lower()}"))
-    for tmp, final in staged:
-        os.replace(tmp, final)
-    return trash_folder(folder)
+        moves.append((path, folder / f"{n:05d}{path.suffix.lower()}"))
+    rename_all(folder, moves, "sort")
+    return trash
 
 
 def sort_faceset(ws: Workspace, opts: SortOptions) -> Report:
