@@ -130,3 +130,19 @@ def test_rewritten_files_keep_their_permissions(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert (fresh.stat().st_mode & 0o777) == 0o666 & ~umask
+
+
+def test_the_training_cache_says_how_much_disk_it_needs_before_writing(tmp_path, monkeypatch):
+    import shutil as sh
+
+    from facelab.errors import UserError
+    from facelab.training import data
+
+    real = sh.disk_usage
+    monkeypatch.setattr(data.shutil, "disk_usage", lambda p: real(p)._replace(free=10 << 20))
+    with pytest.raises(UserError, match=r"needs 0\.05 GiB .* 0\.01 GiB free"):
+        data._preallocate(tmp_path / ".src.u8.tmp", 1000 * 5 * 100 * 100, "src")
+    monkeypatch.undo()
+    data._preallocate(tmp_path / ".src.u8.tmp", 5 << 20, "src")
+    st = (tmp_path / ".src.u8.tmp").stat()
+    assert st.st_size == 5 << 20 and (sys.platform == "win32" or st.st_blocks * 512 >= 5 << 20)  # allocated, not sparse

@@ -18,6 +18,7 @@ from torch.optim import Optimizer
 
 EPS = 1e-6  # np.finfo(float32).resolution, as DFL
 CHUNK = 1 << 22  # elements per multi-tensor update: its temporaries stay this small, not 3x the model
+SLICE = 1 << 24  # a single tensor bigger than this is updated in slices (elementwise: the same numbers)
 
 
 def _chunks(tensors: list[torch.Tensor]) -> list[slice]:
@@ -90,6 +91,12 @@ class _DFLOptimizer(Optimizer):
                 self._apply(group, params[part], grads[part], [slot[part] for slot in slots], lr)
 
     def _apply(self, group: dict, params: list, grads: list, slots: list[list[torch.Tensor]], lr: float) -> None:
+        if len(params) == 1 and params[0].numel() > SLICE and params[0].is_contiguous() and grads[0].is_contiguous():
+            flat = lambda t: t.view(-1)  # noqa: E731 - one huge tensor (a 256 px model's dense layer) in slices
+            for a in range(0, params[0].numel(), SLICE):
+                sl = slice(a, a + SLICE)
+                self._apply(group, [flat(params[0])[sl]], [flat(grads[0])[sl]], [[flat(s[0])[sl]] for s in slots], lr)
+            return
         updates = self._direction(group, grads, slots)
         torch._foreach_mul_(updates, -lr)
         self._dropout_(updates, group["lr_dropout"], self.generator)

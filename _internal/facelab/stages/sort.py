@@ -175,7 +175,8 @@ def _stack(values: list, faces: Sequence[Face]) -> tuple[np.ndarray, list[int], 
 def _by_key(faces: Sequence[Face], fn: Callable[[Face], object], desc: str, reverse: bool, invalid=None) -> Ordering:  # noqa: ANN001
     values = _each(faces, fn, desc)
     good = [i for i, v in enumerate(values) if v is not None and v != invalid]
-    bad = [i for i in range(len(faces)) if i not in set(good)]
+    kept = set(good)
+    bad = [i for i in range(len(faces)) if i not in kept]
     return Ordering(sorted(good, key=lambda i: values[i], reverse=reverse), bad)
 
 

@@ -16,10 +16,12 @@ memory map. The step never waits on per-sample Python work.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
 import os
+import shutil
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -136,7 +138,8 @@ class FacesetCache:
                mask_source: str = "train") -> FacesetCache:  # fmt: skip
         cache_dir.mkdir(parents=True, exist_ok=True)
         tmp = cache_dir / f".{side}.u8.tmp"
-        images = np.memmap(tmp, np.uint8, "w+", shape=(len(faces), CHANNELS, resolution, resolution))
+        _preallocate(tmp, len(faces) * CHANNELS * resolution * resolution, side)
+        images = np.memmap(tmp, np.uint8, "r+", shape=(len(faces), CHANNELS, resolution, resolution))
         yaws, names = [], []
         k = 0
         with ThreadPoolExecutor(os.cpu_count() or 2) as pool:
@@ -159,6 +162,27 @@ class FacesetCache:
         log.info("cached %d %s faces at %d px in %s", k, side, resolution, data_path)
         images = np.memmap(data_path, np.uint8, "r", shape=(k, CHANNELS, resolution, resolution))
         return cls(images, np.asarray(yaws, np.float32), names)
+
+
+def _preallocate(path: Path, size: int, side: str) -> None:
+    """The cache file at its full size on disk, not sparse: a memory map that runs out of disk
+    later kills the process (SIGBUS) with no message. Checks the free space first."""
+    free = shutil.disk_usage(path.parent).free + (path.stat().st_size if path.exists() else 0)
+    if free < size + (64 << 20):
+        raise UserError(f"the {side} face cache needs {size / 2**30:.2f} GiB in {path.parent} and the disk has "
+                        f"{free / 2**30:.2f} GiB free: free some space (or use a lower resolution) and run again")  # fmt: skip
+    with open(path, "wb") as fh:
+        if size and hasattr(os, "posix_fallocate"):
+            try:
+                os.posix_fallocate(fh.fileno(), 0, size)
+                return
+            except OSError as exc:
+                if exc.errno == errno.ENOSPC:
+                    raise  # said in one line by the CLI (disk full, with the path)
+        fh.truncate(size)  # Windows (NTFS allocates on extension) or a file system without fallocate
+        if size:
+            fh.seek(size - 1)
+            fh.write(b"\0")
 
 
 class BatchSampler:

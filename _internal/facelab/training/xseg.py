@@ -25,7 +25,6 @@ import torch.nn.functional as F
 
 from facelab.core.landmarks import FACE_TYPE_CHOICES, FaceType
 from facelab.errors import UserError, is_out_of_memory
-from facelab.training.memory import tune_allocator
 from facelab.io import checkpoint
 from facelab.io.faceset import Face, load_faceset
 from facelab.models.registry import create_model
@@ -115,7 +114,6 @@ class XSegTrainer:
         self.seed = int(ckpt.state["seed"]) if ckpt else (opts.seed or random.SystemRandom().randrange(1, 2**31))
         torch.manual_seed(self.seed)
         self.model = create_model("xseg", opts.base, opts.resolution).to(self.device)
-        tune_allocator()
         self.gen = torch.Generator(device=self.device)
         self.gen.manual_seed(self.seed)
         self.cpu_gen = torch.Generator()
