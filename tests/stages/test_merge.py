@@ -238,9 +238,17 @@ def test_interactive_merger_window_configs_per_frame_and_session(merged_ws, tmp_
 
     opts = resolve_options(MergeOptions, saved={"interactive": True, "mask_mode": "dst"})
     K = Qt.Key
+    # merged/ holds the batch merge's frames: asked about before the window opens, nothing deleted
+    from facelab.errors import ConfirmationNeeded
+
+    monkeypatch.setattr(merger, "run_merger_window", lambda *a, **k: pytest.fail("the window opened before asking"))
+    batch_frames = len(list_images(ws.merged_dir))
+    with pytest.raises(ConfirmationNeeded, match=f"holds {batch_frames} frames of another merge"):
+        merge(ws, opts)
+    assert batch_frames == 120 and len(list_images(ws.merged_dir)) == batch_frames
     keys = [K.Key_2, K.Key_Period, K.Key_Period, K.Key_1, K.Key_B, "look", K.Key_B, "look", K.Key_Escape]
     monkeypatch.setattr(merger, "run_merger_window", driver(keys))
-    report = merge(ws, opts)
+    report = merge(ws, dataclasses.replace(opts, overwrite=True))
     # b: the frame under every colour transfer, shown in the window and saved; b again: back
     (note, *sheet_size), (note_after, *frame_size) = seen["looks"]
     sheet = read_image(ws.root / f"merge_contact_sheet_{stems[2]}.png")
@@ -258,7 +266,7 @@ def test_interactive_merger_window_configs_per_frame_and_session(merged_ws, tmp_
     assert (shown() > 3).sum() > 100  # frame 0 in hist-match differs from overlay
 
     monkeypatch.setattr(merger, "run_merger_window", driver([K.Key_Escape]))
-    merge(ws, opts)
+    merge(ws, dataclasses.replace(opts, overwrite=True))
     assert seen["start"] == 2 and seen["configs"][stems[1]].mode == "hist-match"  # reopened where it was left
     assert shown().max() <= 1 and (shown() > 0).mean() < 1e-3
     monkeypatch.setattr(merger, "run_merger_window", driver(["close"]))

@@ -43,6 +43,14 @@ def test_imported_golden_model_reproduces_dfl_and_trains_on(train_workspace, tmp
     # importing again over it needs --overwrite
     proc = script("6_import_DFL_model", str(folder), "--workspace", str(ws.root), "--non-interactive")
     assert proc.returncode == 2 and "--overwrite" in proc.stderr
+    # with it, the import is what loads (the trained iteration 43 no longer shadows DFL's 40), and
+    # the replaced model is kept aside
+    proc = script("6_import_DFL_model", str(folder), "--workspace", str(ws.root), "--non-interactive", "--overwrite")
+    assert proc.returncode == 0, proc.stderr
+    target = ws.model_dir / "golden_SAEHD"
+    assert checkpoint.load_latest(target).iteration == 40
+    kept = list(target.glob("replaced_*/checkpoints"))
+    assert len(kept) == 1 and checkpoint.load_latest(kept[0].parent).iteration == 43
 
 
 def test_a_dfl_folder_with_a_malicious_data_file_is_refused(tmp_path, ws, script):

@@ -559,13 +559,15 @@ def load_dfl_pickle(payload: bytes, name: str, extra: dict[tuple[str, str], Any]
 
 def _count_all(value: Any, name: str) -> None:
     """Refuse an unpickled value that expands past MAX_PICKLE_ITEMS values (a few hundred bytes of
-    pickle that share sub-lists can stand for billions) or nests past MAX_PICKLE_DEPTH."""
+    pickle that share sub-lists can stand for billions) or nests past MAX_PICKLE_DEPTH. Arrays
+    count once: their data is in the file byte for byte; converting lists to arrays is bounded
+    again where it happens (`_checked`)."""
     budget = [MAX_PICKLE_ITEMS]
 
     def walk(v: Any, depth: int) -> None:
         if depth > MAX_PICKLE_DEPTH:
             raise FaceMetaError(f"{name}: DFL metadata nests deeper than {MAX_PICKLE_DEPTH}")
-        budget[0] -= v.size if isinstance(v, np.ndarray) else 1
+        budget[0] -= 1  # an array is its own bytes in the file (a model's weights): one value here
         if budget[0] < 0:
             raise FaceMetaError(f"{name}: DFL metadata expands past {MAX_PICKLE_ITEMS} values")
         if isinstance(v, dict):

@@ -78,17 +78,22 @@ class _DFLOptimizer(Optimizer):
             _clip_(params, grads, group["clipnorm"])
             slots: list[list[torch.Tensor]] = [[] for _ in self.SLOTS]
             for p in params:
-                state = self.state[p]
-                if not state:
-                    state["step"] = 0
-                    for name in self.SLOTS:
-                        state[name] = torch.zeros_like(p)
-                state["step"] += 1
+                state = self._next_step(p)
                 for k, name in enumerate(self.SLOTS):
                     slots[k].append(state[name])
             lr = self._lr(group, self.state[params[0]]["step"])
             for part in _chunks(params):  # the same numbers as one update over all tensors
                 self._apply(group, params[part], grads[part], [slot[part] for slot in slots], lr)
+
+    def _next_step(self, p: torch.Tensor) -> dict:
+        """p's state (slots made on its first step) with the step count moved on."""
+        state = self.state[p]
+        if not state:
+            state["step"] = 0
+            for name in self.SLOTS:
+                state[name] = torch.zeros_like(p)
+        state["step"] += 1
+        return state
 
     def _apply(self, group: dict, params: list, grads: list, slots: list[list[torch.Tensor]], lr: float) -> None:
         if len(params) == 1 and params[0].numel() > SLICE and params[0].is_contiguous() and grads[0].is_contiguous():
@@ -109,12 +114,7 @@ class _DFLOptimizer(Optimizer):
         The same numbers as `step()` (the updates are elementwise), except with clipping, which
         needs every gradient first, and with lr dropout, whose random draws come in another order."""
         group = next(g for g in self.param_groups if any(q is p for q in g["params"]))
-        state = self.state[p]
-        if not state:
-            state["step"] = 0
-            for name in self.SLOTS:
-                state[name] = torch.zeros_like(p)
-        state["step"] += 1
+        state = self._next_step(p)
         self._apply(group, [p], [p.grad], [[state[name]] for name in self.SLOTS], self._lr(group, state["step"]))
         p.grad = None
 

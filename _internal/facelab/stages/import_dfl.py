@@ -78,6 +78,13 @@ def import_model(folder: Path, name: str, kind: str, target_root: Path, overwrit
     target = target_root / f"{name}_{kind}"
     if checkpoint.generations(target) and not overwrite:
         raise UserError(f"{target} already holds a FaceLab model: pass --overwrite to replace it, or --name another")
+    if checkpoint.generations(target):  # set aside, not deleted: its newer generations would shadow the import
+        import time as _time
+
+        kept = target / f"replaced_{_time.strftime('%Y%m%d_%H%M%S')}"
+        kept.mkdir()
+        (target / "checkpoints").rename(kept / "checkpoints")
+        log.info("the model it replaces is kept in %s", kept)
     iteration = int(data.get("iter", 0))
     history = [[float(a), float(b)] for a, b in (data.get("loss_history") or [])][-100_000:]
     state = {

@@ -251,7 +251,7 @@ def prepare_output(ws: Workspace, opts: MergeOptions, cfg: MergeConfig, per_fram
     merged_dir, mask_dir = ws.merged_dir, ws.merged_mask_dir
     merged_dir.mkdir(parents=True, exist_ok=True)
     mask_dir.mkdir(parents=True, exist_ok=True)
-    session = {"config": asdict(cfg), "model": swapper.folder.name, "iteration": swapper.iteration}
+    session = {"config": asdict(cfg), "model": swapper.folder.name, "iteration": swapper.iteration, "window": opts.interactive}
     if per_frame:
         session["frames"] = {stem: asdict(c) for stem, c in per_frame.items() if c != cfg}
     session_path = merged_dir / SESSION
@@ -342,6 +342,7 @@ def merge(ws: Workspace, opts: MergeOptions) -> Report:
     plan = plan_frames(ws, frames, swapper.face_type)
     per_frame: dict[str, MergeConfig] = {}
     if opts.interactive:
+        _ask_before_replacing_a_batch_merge(ws, opts, swapper)
         per_frame, finished = _interactive(ws, opts, cfg, swapper, plan)
         if not finished:
             return Report("merge", f"merger window closed: session saved to {_session_file(swapper.folder)}; nothing merged "
@@ -351,6 +352,22 @@ def merge(ws: Workspace, opts: MergeOptions) -> Report:
     todo = prepare_output(ws, opts, cfg, per_frame, swapper, frames)
     counts = merge_frames(ws, opts, cfg, per_frame, swapper, plan, todo)
     return Report("merge", _summary(ws, opts, cfg, per_frame, swapper, counts), time.perf_counter() - started, counts)
+
+
+def _ask_before_replacing_a_batch_merge(ws: Workspace, opts: MergeOptions, swapper: Swapper) -> None:
+    """The window's merge replaces merged/ when it ends: frames of another merge (a batch merge,
+    another model) are asked about before the window opens, not deleted after it closes."""
+    existing = list_images(ws.merged_dir)
+    if not existing or opts.overwrite:
+        return
+    try:
+        previous = json.loads((ws.merged_dir / SESSION).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        previous = None
+    if isinstance(previous, dict) and previous.get("window") and previous.get("model") == swapper.folder.name:
+        return  # this model's window merged them: its session goes on
+    raise ConfirmationNeeded(f"{ws.merged_dir} holds {len(existing)} frames of another merge, which the window's merge "
+                             "will replace when you finish it", "overwrite")  # fmt: skip
 
 
 def _session_file(folder: Path) -> Path:
