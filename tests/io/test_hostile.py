@@ -46,7 +46,8 @@ def test_every_crafted_face_is_one_face_metadata_error_naming_the_file(faces):
 
 
 def _peak_mib(code: str, *args: str) -> tuple[subprocess.CompletedProcess, float]:
-    wrapped = f"import resource, sys\n{code}\nprint('PEAK_KIB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+    wrapped = (f"import sys\n{code}\nfrom facelab.training.memory import process_peak_rss_mib\n"
+               "print('PEAK_KIB', int(process_peak_rss_mib() * 1024))")  # VmHWM: ru_maxrss is inherited from pytest
     proc = subprocess.run([sys.executable, "-c", wrapped, *args], capture_output=True, text=True, timeout=600, check=False)
     peak = [int(line.split()[1]) for line in proc.stdout.splitlines() if line.startswith("PEAK_KIB")]
     return proc, peak[0] / 1024 if peak else float("inf")

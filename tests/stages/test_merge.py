@@ -344,7 +344,7 @@ def test_merge_with_xseg_mask_modes(merged_ws, script, tmp_path, monkeypatch):
         return False, w.index
 
     monkeypatch.setattr(merger, "run_merger_window", driver)
-    opts = resolve_options(MergeOptions, saved={"interactive": True, "mask_mode": "dst", "session": False})
+    opts = resolve_options(MergeOptions, saved={"interactive": True, "mask_mode": "dst", "session": False, "overwrite": True})
     assert "nothing merged" in merge(ws, opts).line()
     assert seen["mode"] == "xseg-prd" and "no trained XSeg model" in seen["error"]
 
@@ -419,8 +419,7 @@ def test_motion_blur_follows_each_face_when_a_frame_has_several():
     assert face_motion(np.array([110.0, 300.0]), [], after) == (0.0, 0.0)  # the first frame: no movement known
 
 
-def test_a_merge_batch_that_runs_out_of_memory_is_split_with_the_same_frames(merged_ws, tmp_path, monkeypatch, caplog):
-    import logging
+def test_a_merge_batch_that_runs_out_of_memory_is_split_with_the_same_frames(merged_ws, tmp_path, monkeypatch, capsys):
 
     import torch
 
@@ -428,21 +427,23 @@ def test_a_merge_batch_that_runs_out_of_memory_is_split_with_the_same_frames(mer
     from facelab.models.saehd import SAEHD
 
     ws = copy_workspace(merged_ws, tmp_path / "ws")
+    for p in list_images(ws.merged_dir):  # all to merge again
+        p.unlink()
     original, sizes = SAEHD.swap, []
 
     def swap(self, x):  # noqa: ANN001, ANN202
         sizes.append(x.shape[0])
-        if x.shape[0] > 2:
+        if x.shape[0] > 4:
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.00 GiB (injected by the test)")
         return original(self, x)
 
     monkeypatch.setattr(SAEHD, "swap", swap)
-    with caplog.at_level(logging.WARNING):
-        code = cli.main(["merge", "--model", "saehd", "--workspace", str(ws.root), "--non-interactive", "--mask-mode", "dst",
-                         "--overwrite", "--workers", "1"])  # fmt: skip
+    code = cli.main(["merge", "--model", "saehd", "--workspace", str(ws.root), "--non-interactive", "--mask-mode", "dst",
+                     "--overwrite", "--workers", "1"])  # fmt: skip
     assert code == 0
-    assert sizes[0] > 2 and max(sizes[1:]) <= 2  # split once, then kept small
-    assert sum("merge: out of memory with" in r.getMessage() for r in caplog.records) == 1
+    assert sizes[0] == 8 and max(sizes[1:]) <= 4  # split once, then kept small
+    err = capsys.readouterr().err
+    assert err.count("out of memory") == 1 and "merge: out of memory with 8 at once; going on with 4 at a time" in err
     for frame in list_images(merged_ws.merged_dir)[::17]:
         a = read_image(frame).astype(int)
         b = read_image(ws.merged_dir / frame.name).astype(int)

@@ -25,8 +25,8 @@ SMALL = ["--resolution", "128", "--archi", "liae-ud", "--ae-dims", "32", "--e-di
 
 def _train_measured(ws, *args: str) -> tuple[subprocess.CompletedProcess, float]:
     """`facelab train` in a fresh process; returns it and that process's own peak RSS in MiB."""
-    code = ("import resource, sys; from facelab.cli import main; rc = main(sys.argv[1:]); "
-            "print('PEAK_KIB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); sys.exit(rc)")  # fmt: skip
+    code = ("import sys; from facelab.cli import main; from facelab.training.memory import process_peak_rss_mib; "
+            "rc = main(sys.argv[1:]); print('PEAK_KIB', int(process_peak_rss_mib() * 1024)); sys.exit(rc)")  # fmt: skip
     proc = subprocess.run([sys.executable, "-c", code, "train", "--workspace", str(ws.root), *args],
                           capture_output=True, text=True, timeout=900, check=False)  # fmt: skip
     peak = [int(line.split()[1]) for line in proc.stdout.splitlines() if line.startswith("PEAK_KIB")]

@@ -107,7 +107,16 @@ def process_rss_mib() -> float:
 
 
 def process_peak_rss_mib() -> float:
-    """This process's peak resident memory so far."""
+    """This process's peak resident memory so far. On Linux VmHWM, not ru_maxrss: a process forked
+    from a big one (the probe from the trainer, a test from pytest) inherits its parent's
+    ru_maxrss across exec, VmHWM starts afresh."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     try:
         import resource
 
