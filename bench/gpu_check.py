@@ -352,6 +352,9 @@ def markdown(result: dict) -> str:
                   f"extract 720p {em['extract_720p_frames_per_s']}, 1080p {em['extract_1080p_frames_per_s']}; "
                   f"merge 720p {em['merge_720p_frames_per_s']}, 1080p {em['merge_1080p_frames_per_s']}; "
                   f"merger window: first show {w.get('first_show_ms')} ms, key press {w.get('key_press_ms')} ms"]  # fmt: skip
+    for name in ("memory", "extract_merge", "peak"):
+        if "error" in result[name]:
+            lines += ["", f"## {name}: error", result[name]["error"]]
     p = result["peak"]
     if "error" not in p:
         lines += ["", "## Peak", ", ".join(f"{k} {v}" for k, v in p.items() if not isinstance(v, dict) and k != "seconds")]

@@ -99,7 +99,7 @@ def window_timing(ws: Workspace, device: str, quiet: bool = False) -> dict:
     real = merger.run_merger_window
     merger.run_merger_window = fake_window
     try:
-        merge(ws, resolve_options(MergeOptions, saved={"device": device, "interactive": True, "session": False}))
+        merge(ws, resolve_options(MergeOptions, saved={"device": device, "interactive": True, "session": False, "overwrite": True}))
     finally:
         merger.run_merger_window = real
     result = {"bench": "merge-window", "frame": "1280x720", "first_show_ms": round(1000 * statistics.median(times["first"])),
