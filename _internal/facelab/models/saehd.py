@@ -177,7 +177,8 @@ class Decoder(nn.Module):
         """Pre-sigmoid face (N x 3 x R x R) and mask (N x 1 x R x R)."""
         x, r = z, self.recompute
         for i in range(self.n_up):
-            x = _run(r, getattr(self, f"res{i}"), _run(r, getattr(self, f"upscale{i}"), x))
+            up, res = getattr(self, f"upscale{i}"), getattr(self, f"res{i}")
+            x = _run(r, lambda t, up=up, res=res: res(up(t)), x)
         if self.d:
             x = depth_to_space_dcr(torch.cat([self.out_conv(x), self.out_conv1(x), self.out_conv2(x), self.out_conv3(x)], 1))
         else:

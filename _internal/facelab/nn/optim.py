@@ -95,11 +95,12 @@ class _DFLOptimizer(Optimizer):
         state["step"] += 1
         return state
 
-    def _apply(self, group: dict, params: list, grads: list, slots: list[list[torch.Tensor]], lr: float) -> None:
-        if len(params) == 1 and params[0].numel() > SLICE and params[0].is_contiguous() and grads[0].is_contiguous():
+    def _apply(self, group: dict, params: list, grads: list, slots: list[list[torch.Tensor]], lr: float,
+               slice_size: int = SLICE) -> None:  # fmt: skip
+        if len(params) == 1 and params[0].numel() > slice_size and params[0].is_contiguous() and grads[0].is_contiguous():
             flat = lambda t: t.view(-1)  # noqa: E731 - one huge tensor (a 256 px model's dense layer) in slices
-            for a in range(0, params[0].numel(), SLICE):
-                sl = slice(a, a + SLICE)
+            for a in range(0, params[0].numel(), slice_size):
+                sl = slice(a, a + slice_size)
                 self._apply(group, [flat(params[0])[sl]], [flat(grads[0])[sl]], [[flat(s[0])[sl]] for s in slots], lr)
             return
         updates = self._direction(group, grads, slots)
@@ -115,7 +116,8 @@ class _DFLOptimizer(Optimizer):
         needs every gradient first, and with lr dropout, whose random draws come in another order."""
         group = next(g for g in self.param_groups if any(q is p for q in g["params"]))
         state = self._next_step(p)
-        self._apply(group, [p], [p.grad], [[state[name]] for name in self.SLOTS], self._lr(group, state["step"]))
+        # small slices: this runs inside the backward pass, at its peak (low-memory mode)
+        self._apply(group, [p], [p.grad], [[state[name]] for name in self.SLOTS], self._lr(group, state["step"]), CHUNK)
         p.grad = None
 
 
