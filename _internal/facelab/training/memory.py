@@ -193,18 +193,21 @@ def device_kind(device) -> str:  # noqa: ANN001
 def probe(model_dir: Path, flat_options: dict, src_dir: Path, dst_dir: Path, limit_gb: float = 0.0,
           batches: tuple[int, ...] = PROBE_BATCHES, timeout: float = 900) -> MemoryFit:  # fmt: skip
     """Run the probe child on this configuration; UserError if it cannot even train batch 1."""
-    job = {"model_dir": str(model_dir), "options": flat_options, "src": str(src_dir), "dst": str(dst_dir),
-           "batches": list(batches), "limit_gb": limit_gb}  # fmt: skip
-    cmd = [sys.executable, *(["-I"] if sys.flags.isolated else []), "-m", "facelab.training.memory", json.dumps(job)]
-    try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
-    except subprocess.TimeoutExpired:
-        raise UserError(f"the memory probe took over {timeout:.0f} s: give --batch-size N (and --no-memory-probe)") from None
-    lines = [ln for ln in done.stdout.splitlines() if ln.startswith("{")]
-    if done.returncode != 0 or not lines:
-        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        raise UserError(f"the memory probe failed ({tail}): give --batch-size N and --no-memory-probe to train without it")
-    result = json.loads(lines[-1])
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="facelab-probe-") as tmp:
+        answer = Path(tmp) / "probe.json"
+        job = {"model_dir": str(model_dir), "options": flat_options, "src": str(src_dir), "dst": str(dst_dir),
+               "batches": list(batches), "limit_gb": limit_gb, "answer": str(answer)}  # fmt: skip
+        cmd = [sys.executable, *(["-I"] if sys.flags.isolated else []), "-m", "facelab.training.memory", json.dumps(job)]
+        try:
+            done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+        except subprocess.TimeoutExpired:
+            raise UserError(f"the memory probe took over {timeout:.0f} s: give --batch-size N (and --no-memory-probe)") from None
+        if done.returncode != 0 or not answer.exists():
+            tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+            raise UserError(f"the memory probe failed ({tail}): give --batch-size N and --no-memory-probe to train without it")
+        result = json.loads(answer.read_text(encoding="utf-8"))
     ok = [(int(b), float(p)) for b, p, oom, _ in result["probes"] if not oom]
     seconds = tuple(float(s) for _, _, oom, s in result["probes"] if not oom)
     if not ok:
@@ -361,4 +364,5 @@ def suggest_batch(model_dir: Path, batch: int) -> str:
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.WARNING)
-    print(json.dumps(_child(json.loads(sys.argv[1]))), flush=True)
+    _job = json.loads(sys.argv[1])
+    write_text_atomic(Path(_job["answer"]), json.dumps(_child(_job)))
