@@ -449,3 +449,25 @@ def test_a_merge_batch_that_runs_out_of_memory_is_split_with_the_same_frames(mer
         b = read_image(ws.merged_dir / frame.name).astype(int)
         assert np.abs(a - b).max() <= 2 and np.abs(a - b).mean() < 0.05, frame.name  # batch size changes only rounding
     assert len(list_images(ws.merged_dir)) == 120
+
+
+def test_a_hostile_window_session_is_ignored_with_a_warning(tmp_path, caplog):
+    import logging
+
+    from facelab.stages.merge import _read_window_session
+
+    good = dataclasses.asdict(MergeConfig(erode=20, mode="hist-match"))
+    assert MergeConfig.from_dict(good) == MergeConfig(erode=20, mode="hist-match")
+    path = tmp_path / "merger_session.json"
+    path.write_text(json.dumps({"frames": {"00001": good}, "index": 0}))
+    assert _read_window_session(path)[0] == {"00001": MergeConfig(erode=20, mode="hist-match")}
+    for bad in ({**good, "erode": "20"}, {**good, "erode": 10_000}, {**good, "mode": "rm -rf"}, {**good, "colour": 1},
+                {**good, "masked_hist_match": 1}, [1, 2]):  # fmt: skip
+        path.write_text(json.dumps({"frames": {"00001": bad}}))
+        with caplog.at_level(logging.WARNING):
+            assert _read_window_session(path) == ({}, 0)
+    path.write_text(json.dumps({"frames": {"../../x": good}}))
+    assert _read_window_session(path) == ({}, 0)
+    path.write_text('{"frames": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    assert _read_window_session(path) == ({}, 0)
+    assert sum("ignoring the merger session" in r.getMessage() for r in caplog.records) >= 6

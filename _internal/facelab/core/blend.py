@@ -62,6 +62,30 @@ class MergeConfig:
     bicubic_degrade_power: int = 0
     color_degrade_power: int = 0
 
+    @classmethod
+    def from_dict(cls, data: object) -> MergeConfig:
+        """A config read from a file (the merger window's session): every field known, of its
+        type, in its range or among its choices; ValueError naming the field otherwise."""
+        from dataclasses import fields
+
+        from facelab.core.color import list_colors
+
+        if not isinstance(data, dict):
+            raise ValueError("a merge config must be an object")
+        known = {f.name: f for f in fields(cls)}
+        if unknown := set(data) - set(known):
+            raise ValueError(f"unknown merge settings {sorted(unknown)[:3]}")
+        choices = {"mode": list_modes(), "mask_mode": MASK_MODES, "color_transfer": list_colors(), "sharpen_mode": SHARPEN_MODES}
+        for key, value in data.items():
+            kind = type(known[key].default)
+            if type(value) is not kind and not (kind is float and type(value) is int):
+                raise ValueError(f"{key}: expected {kind.__name__}, got {value!r:.40}")
+            if key in RANGES and not RANGES[key][0] <= value <= RANGES[key][1]:
+                raise ValueError(f"{key}: {value} is outside {RANGES[key][0]}..{RANGES[key][1]}")
+            if key in choices and value not in choices[key]:
+                raise ValueError(f"{key}: {value!r:.40} is not one of the known ones")
+        return cls(**data)
+
 
 @dataclass
 class FaceInput:

@@ -131,14 +131,20 @@ def verify(folder: Path) -> str | None:
     return None
 
 
+STATE_MAX_BYTES = 256 << 20  # state.json holds options and up to 100,000 loss pairs: a few MB
+
+
 def read_state(generation: Path) -> dict[str, Any] | None:
     """A generation's `state.json` (options, iteration, ...), unverified; None if unreadable.
 
     For showing and prompting without loading tensors; `load_latest` verifies before use.
     """
+    path = generation / FILES[2]
     try:
-        state = json.loads((generation / FILES[2]).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        if path.stat().st_size > STATE_MAX_BYTES:  # a shared model is untrusted input
+            return None
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
         return None
     return state if isinstance(state, dict) else None
 

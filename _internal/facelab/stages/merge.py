@@ -34,6 +34,7 @@ from facelab.core.landmarks import FaceType, get_transform_mat, transform_points
 from facelab.errors import ConfirmationNeeded, UserError
 from facelab.io.faceset import load_faceset
 from facelab.io.frames import encode_image, list_images, read_image, write_bytes_atomic, write_text_atomic
+from facelab.io.names import plain_file_name
 from facelab.labels import label_png
 from facelab.log import progress
 from facelab.models import store
@@ -49,6 +50,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SESSION = ".facelab_merge.json"
+SESSION_MAX_BYTES = 64 << 20  # about 200,000 per-frame configs
 CHUNK = 8
 
 
@@ -424,10 +426,12 @@ def _interactive(ws: Workspace, opts: MergeOptions, cfg: MergeConfig, swapper: S
 def _read_window_session(path: Path) -> tuple[dict[str, MergeConfig], int]:
     """The window's saved per-frame configs and place; nothing (with a warning) if unreadable."""
     try:
+        if path.exists() and path.stat().st_size > SESSION_MAX_BYTES:
+            raise ValueError(f"larger than {SESSION_MAX_BYTES >> 20} MB")
         saved = json.loads(path.read_text(encoding="utf-8"))
-        configs = {stem: MergeConfig(**c) for stem, c in saved["frames"].items()}
+        configs = {plain_file_name(stem, str(path)): MergeConfig.from_dict(c) for stem, c in saved["frames"].items()}
         index = int(saved.get("index", 0))
-    except (OSError, ValueError, KeyError, TypeError) as e:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError, UserError) as e:
         log.warning("ignoring the merger session %s (%s)", path, e)
         return {}, 0
     log.info("merger session from %s: %d frame configs, at frame %d", path, len(configs), index + 1)
