@@ -264,10 +264,6 @@ def xseg_speed(ws, device: torch.device, quick: bool, tmp: Path) -> dict:  # noq
 # ---------------------------------------------------------------- memory with and without checkpointing
 
 
-def memory(ws, device: torch.device, quick: bool, tmp: Path) -> dict:  # noqa: ANN001
-    return checkpointing_memory(ws, device, 128 if quick else 256, tmp)
-
-
 # ---------------------------------------------------------------- extraction and merging
 
 
@@ -383,7 +379,7 @@ def main() -> int:
     try:
         result["peak"] = part(lambda: peaks(device, args.quick))
         ws = build_workspace(tmp)
-        result["memory"] = part(lambda: memory(ws, device, args.quick, tmp))
+        result["memory"] = part(lambda: checkpointing_memory(ws, device, 128 if args.quick else 256, tmp))
         result["train"] = train_speed(ws, device, args.quick, result["peak"], tmp)
         result["extract_merge"] = part(lambda: extract_and_merge(device, args.quick, tmp))
     finally:

@@ -327,15 +327,11 @@ def after_out_of_memory(device, batch: int, res: int, iteration: int, model_dir:
     """After an allocation failure in training: free what the step held, save the weights through
     `save` (None when an update was half-done: the newest checkpoint is then the last good one),
     and return the one-line error that says what ran out and which batch fits."""
-    import gc
-
-    import torch
+    from facelab.pieces import free_device_memory
 
     for opt in optimizers:
         opt.zero_grad(set_to_none=True)
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
+    free_device_memory()
     kept = None
     if save is not None:
         try:
