@@ -97,6 +97,31 @@ def test_kill_9_during_pack_and_unpack_loses_no_face(train_workspace, tmp_path):
     assert _faces(folder).keys() == before.keys() and not (folder / "faceset.fpk").exists()
 
 
+def test_kill_9_during_metadata_restore_loses_no_face(train_workspace, tmp_path):
+    import cv2
+
+    ws = copy_workspace(train_workspace, tmp_path / "ws")
+    folder = ws.aligned_dir("dst")
+    assert _run(ws, "faceset", "metadata-save", "--side", "dst").returncode == 0
+    originals = {p.name: cv2.imread(str(p)).shape for p in folder.glob("*.jpg")}
+    assert len(originals) == 30
+    killed = 0
+    for k in range(3):
+        for name, shape in originals.items():  # an editor that halves the faces and drops their metadata
+            img = cv2.imread(str(folder / name))
+            cv2.imwrite(str(folder / name), cv2.resize(img, (shape[1] // 2, shape[0] // 2)))
+        killed += _kill_when(ws, lambda: any(folder.glob(".*.tmp")), "faceset", "metadata-restore", "--side", "dst")
+        for name in originals:  # each face is whole: the edited one or the restored one, never half
+            assert cv2.imread(str(folder / name)) is not None, f"round {k}: {name}"
+        done = _run(ws, "faceset", "metadata-restore", "--side", "dst")  # one re-run finishes it
+        assert done.returncode == 0, done.stderr
+        for name, shape in originals.items():
+            data = (folder / name).read_bytes()
+            assert meta_from_bytes(data) is not None and cv2.imread(str(folder / name)).shape == shape, f"round {k}: {name}"
+        assert sorted(p.name for p in folder.glob("*.jpg")) == sorted(originals)
+    assert killed >= 2  # most rounds were cut in the middle
+
+
 def test_pack_asks_before_replacing_a_bigger_pack(train_workspace, tmp_path):
     ws = copy_workspace(train_workspace, tmp_path / "ws")
     folder = ws.aligned_dir("dst")

@@ -165,8 +165,9 @@ def test_info_reports_coverage_and_writes_pictures(faceset, capsys):
 
 
 def test_bad_metadata_file_and_packed_sort_are_clear(faceset):
-    (faceset / "facelab_meta.json").write_text("{not json")
-    assert _run("metadata-restore", faceset) == 2
+    for bad in ("{not json", "[1, 2]", '{"faces": ' + "[" * 100_000 + "]" * 100_000 + "}", '{"faces": [1]}'):
+        (faceset / "facelab_meta.json").write_text(bad)
+        assert _run("metadata-restore", faceset) == 2, bad[:20]
     assert _run("pack", faceset) == 0
     assert cli.main(["sort", "--input-dir", str(faceset), "--by", "blur", "--non-interactive"]) == 2
 

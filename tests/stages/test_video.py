@@ -7,6 +7,7 @@ input gives one line and a non-zero exit without deleting anything.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from fractions import Fraction
@@ -18,6 +19,7 @@ import pytest
 from facelab.io.ffmpeg import find_ffmpeg, probe
 from facelab.io.frames import list_images, read_image
 from facelab.labels import is_labelled
+from facelab.workspace import Workspace
 
 CARPHONE_FRAMES = 120
 NTSC = Fraction(30000, 1001)
@@ -229,6 +231,37 @@ def test_denoise_smooths_in_place_keeping_names(dst_ws, script):
         assert 0 < diff.mean() < 10  # changed, but still the same picture
         # smoother: less high-frequency energy
         assert np.abs(np.diff(a.astype(int), axis=1)).mean() < np.abs(np.diff(b.astype(int), axis=1)).mean()
+
+
+def test_an_interrupted_denoise_is_finished_and_no_frame_is_denoised_twice(dst_ws, tmp_path, monkeypatch):
+    from facelab.stages import video
+
+    folder = dst_ws.frames_dir("dst")
+    clean = tmp_path / "clean"
+    shutil.copytree(dst_ws.root, clean)
+    opts = video.DenoiseOptions(side="dst", factor=15)
+    video.denoise(Workspace.at(clean), opts)  # the reference: one uninterrupted run
+    real_replace, done = os.replace, []
+
+    def replace(src, dst):  # noqa: ANN001, ANN202 - killed after 40 of the 120 frames are replaced
+        if Path(dst).parent == folder and Path(dst).suffix == ".png":
+            if len(done) == 40:
+                raise KeyboardInterrupt
+            done.append(dst)
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(video.os, "replace", replace)
+    with pytest.raises(KeyboardInterrupt):
+        video.denoise(dst_ws, opts)
+    monkeypatch.setattr(video.os, "replace", real_replace)
+    assert (folder / video.DENOISE_PLAN).exists()
+    report = video.denoise(dst_ws, opts)
+    assert "finished the interrupted denoise" in report.summary and report.counts["frames"] == 120
+    names = [p.name for p in list_images(folder)]
+    assert names == [p.name for p in list_images(clean / "data_dst")] and len(names) == 120
+    for name in names:  # each frame denoised exactly once: byte for byte the uninterrupted run's
+        assert (folder / name).read_bytes() == (clean / "data_dst" / name).read_bytes(), name
+    assert not (folder / video.DENOISE_PLAN).exists() and not list(folder.glob(".facelab-tmp-*"))
 
 
 def test_clear_workspace_asks_then_clears(ws, script):

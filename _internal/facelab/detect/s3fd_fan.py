@@ -26,6 +26,7 @@ from torch import nn
 
 from facelab.detect.base import Detection, FaceDetector, Landmarker, register_detector, register_landmarker
 from facelab.errors import UserError
+from facelab.io.faceimage import dfl_weights_cap, read_dfl_arrays
 from facelab.nn.device import resolve_device
 from facelab.types import ImageBGR, Landmarks68
 
@@ -242,11 +243,14 @@ def _fa_key(key: str) -> str:
     return key
 
 
-def read_weights(path: Path, model: str) -> dict[str, torch.Tensor]:
-    """A weights file as our state-dict names (DFL .npy, face-alignment .pth, or .safetensors)."""
+def read_weights(path: Path, model: str, max_bytes: int = 1 << 30) -> dict[str, torch.Tensor]:
+    """A weights file as our state-dict names (DFL .npy, face-alignment .pth, or .safetensors);
+    a file past `max_bytes` is refused before it is read."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"weights file {path} does not exist")
+    if path.stat().st_size > max_bytes:
+        raise UserError(f"{path} is {path.stat().st_size / 2**20:.0f} MB, more than {model}'s weights take: not the right file")
     suffix = path.suffix.lower()
     try:
         if suffix == ".safetensors":
@@ -261,17 +265,11 @@ def read_weights(path: Path, model: str) -> dict[str, torch.Tensor]:
         raise
     except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's wrong file
         raise UserError(f"{path} is not a weights file FaceLab can read ({type(exc).__name__}: {exc})") from None
-    from facelab.io.faceimage import load_dfl_pickle
-
-    raw = load_dfl_pickle(path.read_bytes(), path.name)
-    if not isinstance(raw, dict):
-        raise UserError(f"{path} is not a DFL weights file (no name -> array table inside)")
     out = {}
-    for key, value in raw.items():
-        arr = np.asarray(value)
+    for key, arr in read_dfl_arrays(path, max_bytes).items():
         if arr.ndim == 4:  # conv (kh, kw, in, out) -> (out, in, kh, kw)
             arr = arr.transpose(3, 2, 0, 1)
-        out[_dfl_key(str(key), model)] = torch.from_numpy(np.ascontiguousarray(arr).astype(np.float32))
+        out[_dfl_key(key, model)] = torch.from_numpy(np.ascontiguousarray(arr).astype(np.float32))
     return out
 
 
@@ -287,6 +285,8 @@ def load_into(net: nn.Module, weights: dict[str, torch.Tensor], path: Path, what
     for key, target in state.items():
         if key.endswith("num_batches_tracked"):
             continue
+        if not torch.is_tensor(weights[key]) or not weights[key].is_floating_point():
+            raise UserError(f"{path}: {key} is not a table of numbers: give the {what} file")
         value = weights[key].reshape(target.shape) if weights[key].numel() == target.numel() else None
         if value is None:
             raise UserError(f"{path}: {key} has shape {tuple(weights[key].shape)}, {what} needs {tuple(target.shape)}")
@@ -303,7 +303,8 @@ def build_net(net: nn.Module, weights: str | None, device: str, model: str, what
     dev = resolve_device(device)
     net = net.eval()
     with torch.no_grad():
-        load_into(net, read_weights(Path(weights), model), Path(weights), "2DFAN" if model == "FAN" else model)
+        cap = dfl_weights_cap(sum(t.numel() for t in net.state_dict().values()))
+        load_into(net, read_weights(Path(weights), model, cap), Path(weights), "2DFAN" if model == "FAN" else model)
     return net.to(dev), dev
 
 

@@ -21,6 +21,7 @@ fsynced: DFL#5357, DFL#5570.)
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import hashlib
 import json
 import logging
@@ -92,17 +93,26 @@ def save(
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
-    save_file({k: v.detach().contiguous().cpu() for k, v in weights.items()}, str(tmp / FILES[0]))
-    save_file({k: v.detach().contiguous().cpu() for k, v in optimizer.items()}, str(tmp / FILES[1]))
-    full_state = {"schema": SCHEMA, "version": SCHEMA_VERSION, "iteration": iteration, **state}
-    (tmp / FILES[2]).write_text(json.dumps(full_state), encoding="utf-8")
-    manifest = {}
-    for name in FILES:
-        _fsync_file(tmp / name)
-        manifest[name] = {"sha256": _sha256(tmp / name), "size": (tmp / name).stat().st_size}
-    (tmp / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
-    _fsync_file(tmp / "manifest.json")
-    fsync_dir(tmp)
+    try:
+        for name, tensors in ((FILES[0], weights), (FILES[1], optimizer)):
+            try:
+                save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp / name))
+            except Exception as exc:  # safetensors reports a full disk as its own error, without an errno
+                if "os error 28" in str(exc) or "No space left" in str(exc):
+                    raise OSError(errno.ENOSPC, "No space left on device", str(model_dir)) from None
+                raise
+        full_state = {"schema": SCHEMA, "version": SCHEMA_VERSION, "iteration": iteration, **state}
+        (tmp / FILES[2]).write_text(json.dumps(full_state), encoding="utf-8")
+        manifest = {}
+        for name in FILES:
+            _fsync_file(tmp / name)
+            manifest[name] = {"sha256": _sha256(tmp / name), "size": (tmp / name).stat().st_size}
+        (tmp / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+        _fsync_file(tmp / "manifest.json")
+        fsync_dir(tmp)
+    except BaseException:  # disk full, Ctrl+C: no half generation left (the older ones are untouched)
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     if final.exists():  # the same iteration saved twice (e.g. save on exit right after autosave)
         shutil.rmtree(final)
     os.replace(tmp, final)
@@ -117,21 +127,75 @@ def save(
 
 def verify(folder: Path) -> str | None:
     """None if the generation is intact, else why not."""
+    path = folder / "manifest.json"
     try:
-        manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
+        if path.stat().st_size > MANIFEST_MAX_BYTES:
+            return "its manifest is not one of ours (too big)"
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as exc:
         return f"no readable manifest ({exc})"
+    if not isinstance(manifest, dict):
+        return "its manifest is not one of ours"
     for name in FILES:
         path = folder / name
         if not path.exists():
             return f"{name} is missing"
-        entry = manifest.get(name) or {}
+        entry = manifest.get(name)
+        entry = entry if isinstance(entry, dict) else {}
         if path.stat().st_size != entry.get("size") or _sha256(path) != entry.get("sha256"):
             return f"{name} does not match its checksum"
     return None
 
 
 STATE_MAX_BYTES = 256 << 20  # state.json holds options and up to 100,000 loss pairs: a few MB
+MANIFEST_MAX_BYTES = 1 << 20
+_STATE_TYPES = {"options": dict, "loss_history": list, "optimizer_steps": dict, "architecture": dict, "rng": dict}
+
+
+def checked_state(state: Any) -> dict[str, Any]:
+    """A generation's state as FaceLab wrote it, or ValueError saying what is wrong: a shared
+    model is untrusted input, and its state decides what is built and how training goes on."""
+    if not isinstance(state, dict) or state.get("schema") != SCHEMA:
+        raise ValueError("not a FaceLab checkpoint")
+    if _count(state.get("version", 0)) > SCHEMA_VERSION:
+        raise UserError("it was written by a newer FaceLab: update FaceLab")
+    _count(state.get("iteration"), "iteration")
+    _count(state.get("seed", 0), "seed")
+    for key, kind in _STATE_TYPES.items():
+        if state.get(key) is not None and not isinstance(state[key], kind):
+            raise ValueError(f"its {key} is not a {kind.__name__}")
+    for row in state.get("loss_history") or []:
+        if not (isinstance(row, list) and row and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in row)):
+            raise ValueError(f"its loss history holds {str(row)[:40]!r}, not numbers")
+    for step in [*(state.get("optimizer_steps") or {}).values(), state.get("optimizer_step", 0)]:
+        _count(step, "optimizer step")
+    return state
+
+
+def _count(value: Any, what: str = "version") -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 1 << 62:
+        raise ValueError(f"its {what} {str(value)[:40]!r} is not a count")
+    return value
+
+
+def load_into(net: torch.nn.Module, ckpt: Checkpoint, prefix: str, allow_missing: bool = False) -> None:
+    """Copy a generation's `<prefix>.*` tensors into `net`, refusing (UserError, one line) a
+    checkpoint that does not fit: a tensor of another shape or kind, or one missing unless
+    `allow_missing` (a part added to a model later). Names `net` lacks are ignored."""
+    import torch
+
+    head = prefix + "."
+    sub = {k[len(head):]: v for k, v in ckpt.weights.items() if k.startswith(head)}
+    state = net.state_dict()
+    for key, value in sub.items():
+        if key in state and (tuple(value.shape) != tuple(state[key].shape) or value.dtype.is_floating_point != state[key].dtype.is_floating_point):
+            raise UserError(f"checkpoint {ckpt.folder}: {head}{key} is {tuple(value.shape)} {value.dtype}, this model needs "
+                            f"{tuple(state[key].shape)} {state[key].dtype}: it was made with other options, or is damaged")  # fmt: skip
+    missing = [k for k in state if k not in sub]
+    if missing and not allow_missing:
+        raise UserError(f"checkpoint {ckpt.folder} does not fit this model ({len(missing)} tensors missing, e.g. {head}{missing[0]})")
+    with torch.no_grad():
+        net.load_state_dict({k: v for k, v in sub.items() if k in state}, strict=False)
 
 
 def read_state(generation: Path) -> dict[str, Any] | None:
@@ -164,15 +228,13 @@ def load_latest(model_dir: Path, map_location: str | torch.device = "cpu") -> Ch
         why = verify(folder)
         if why is None:
             try:
-                state = json.loads((folder / FILES[2]).read_text(encoding="utf-8"))
-                if state.get("schema") != SCHEMA:
-                    raise ValueError("not a FaceLab checkpoint")
-                if int(state.get("version", 0)) > SCHEMA_VERSION:
-                    raise UserError(f"{folder} was written by a newer FaceLab: update FaceLab")
+                if (folder / FILES[2]).stat().st_size > STATE_MAX_BYTES:
+                    raise ValueError(f"its {FILES[2]} is over {STATE_MAX_BYTES >> 20} MB")
+                state = checked_state(json.loads((folder / FILES[2]).read_text(encoding="utf-8")))
                 ckpt = Checkpoint(folder, int(state["iteration"]), load_file(str(folder / FILES[0]), device=str(map_location)),
                                   load_file(str(folder / FILES[1]), device=str(map_location)), state)  # fmt: skip
-            except UserError:
-                raise
+            except UserError as exc:
+                raise UserError(f"{folder}: {exc}") from None
             except Exception as exc:  # noqa: BLE001 - an unreadable generation: try the next
                 why = f"unreadable ({type(exc).__name__}: {exc})"
             else:

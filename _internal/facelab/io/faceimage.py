@@ -509,14 +509,22 @@ def write_meta(path: Path, meta: FaceMeta) -> None:
 # ---------------------------------------------------------------- DFL legacy
 
 
-def _numpy_globals() -> dict[tuple[str, str], Any]:
+def _numpy_globals(name: str) -> dict[tuple[str, str], Any]:
     try:
         from numpy._core import multiarray  # numpy >= 2
     except ImportError:  # pragma: no cover - numpy 1.x
         from numpy.core import multiarray  # type: ignore[no-redef]
+
+    def reconstruct(cls: Any, shape: Any, dtype: Any) -> Any:
+        """numpy pickles an empty array and fills it from the file's bytes (`__setstate__`): a
+        crafted file could ask `_reconstruct` for gigabytes outright, with no bytes behind them."""
+        if cls is not np.ndarray or not isinstance(shape, tuple) or 0 not in shape:
+            raise FaceMetaError(f"{name}: refused an array that is not built from the file's own bytes")
+        return multiarray._reconstruct(cls, shape, dtype)
+
     allowed = {}
     for module in ("numpy.core.multiarray", "numpy._core.multiarray"):
-        allowed[(module, "_reconstruct")] = multiarray._reconstruct
+        allowed[(module, "_reconstruct")] = reconstruct
         allowed[(module, "scalar")] = multiarray.scalar
     allowed[("numpy", "ndarray")] = np.ndarray
     allowed[("numpy", "dtype")] = np.dtype
@@ -533,7 +541,7 @@ class SafeUnpickler(pickle.Unpickler):
     def __init__(self, file: io.BytesIO, name: str, extra: dict[tuple[str, str], Any] | None = None):
         super().__init__(file)
         self._name = name
-        self._allowed = {**_numpy_globals(), **(extra or {})}
+        self._allowed = {**_numpy_globals(name), **(extra or {})}
 
     def find_class(self, module: str, name: str) -> Any:
         found = self._allowed.get((module, name))
@@ -545,11 +553,15 @@ class SafeUnpickler(pickle.Unpickler):
         return found
 
 
-def load_dfl_pickle(payload: bytes, name: str, extra: dict[tuple[str, str], Any] | None = None) -> Any:
-    """Unpickle DFL data through `SafeUnpickler` (raises FaceMetaError when refused or broken)."""
+def load_dfl_pickle(payload: bytes, name: str, extra: dict[tuple[str, str], Any] | None = None,
+                    max_items: int = MAX_PICKLE_ITEMS) -> Any:  # fmt: skip
+    """Unpickle DFL data through `SafeUnpickler` (raises FaceMetaError when refused or broken).
+
+    `max_items` bounds the values it may expand to; a model's `_data.dat` (one loss pair per
+    iteration) needs more than a face's metadata."""
     try:
         data = SafeUnpickler(io.BytesIO(payload), name, extra).load()
-        _count_all(data, name)
+        _count_all(data, name, max_items)
         return data
     except FaceMetaError:
         raise
@@ -557,19 +569,19 @@ def load_dfl_pickle(payload: bytes, name: str, extra: dict[tuple[str, str], Any]
         raise FaceMetaError(f"{name}: DFL metadata is damaged ({type(exc).__name__}: {exc})") from None
 
 
-def _count_all(value: Any, name: str) -> None:
-    """Refuse an unpickled value that expands past MAX_PICKLE_ITEMS values (a few hundred bytes of
-    pickle that share sub-lists can stand for billions) or nests past MAX_PICKLE_DEPTH. Arrays
-    count once: their data is in the file byte for byte; converting lists to arrays is bounded
-    again where it happens (`_checked`)."""
-    budget = [MAX_PICKLE_ITEMS]
+def _count_all(value: Any, name: str, max_items: int) -> None:
+    """Refuse an unpickled value that expands past `max_items` values (a few hundred bytes of
+    pickle that share sub-lists can stand for billions), nests past MAX_PICKLE_DEPTH, or holds an
+    array of Python objects. Arrays count once: their data is in the file byte for byte;
+    converting lists to arrays is bounded again where it happens (`_checked`)."""
+    budget = [max_items]
 
     def walk(v: Any, depth: int) -> None:
         if depth > MAX_PICKLE_DEPTH:
             raise FaceMetaError(f"{name}: DFL metadata nests deeper than {MAX_PICKLE_DEPTH}")
         budget[0] -= 1  # an array is its own bytes in the file (a model's weights): one value here
         if budget[0] < 0:
-            raise FaceMetaError(f"{name}: DFL metadata expands past {MAX_PICKLE_ITEMS} values")
+            raise FaceMetaError(f"{name}: DFL metadata expands past {max_items} values")
         if isinstance(v, dict):
             for k, item in v.items():
                 walk(k, depth + 1)
@@ -577,8 +589,34 @@ def _count_all(value: Any, name: str) -> None:
         elif isinstance(v, (list, tuple, set, frozenset)):
             for item in v:
                 walk(item, depth + 1)
+        elif isinstance(v, np.ndarray) and v.dtype.hasobject:
+            raise FaceMetaError(f"{name}: refused an array of Python objects (DFL writes numbers only)")
 
     walk(value, 0)
+
+
+def dfl_weights_cap(values: int) -> int:
+    """The most bytes a weights file for a network of `values` numbers may take: float32 twice
+    over (DFL writes float32) plus room for the names. Anything bigger is refused unread."""
+    return 8 * values + (16 << 20)
+
+
+def read_dfl_arrays(path: Path, max_bytes: int) -> dict[str, np.ndarray]:
+    """A DFL weights file (`*.npy`: a pickled `{"layer/var:0": ndarray}`) through the allow-list
+    unpickler. A file past `max_bytes` (what the network it is meant for can hold, plus room) is
+    refused before it is read; every entry must be a numeric array under a text name."""
+    path = Path(path)
+    size = path.stat().st_size
+    if size > max_bytes:
+        raise FaceMetaError(f"{path} is {size / 2**20:.0f} MB, more than this network's weights take "
+                            f"({max_bytes / 2**20:.0f} MB at most): it is not the right weights file")  # fmt: skip
+    raw = load_dfl_pickle(path.read_bytes(), path.name)
+    if not isinstance(raw, dict):
+        raise FaceMetaError(f"{path} is not a DFL weights file (no name -> array table inside)")
+    for key, value in raw.items():
+        if not isinstance(key, str) or not isinstance(value, np.ndarray) or value.dtype.kind not in "fiu":
+            raise FaceMetaError(f"{path}: its entry {str(key)[:80]!r} is not a table of numbers: not a DFL weights file")
+    return raw
 
 
 def _dfl_polygons(raw: Any) -> tuple[XSegPolygon, ...]:

@@ -111,17 +111,21 @@ def write_pack(faces: list[Face], pack_path: Path) -> int:
     """Pack `faces` into `pack_path` (written to a temp name, then renamed). Returns bytes written."""
     tmp = pack_path.with_name(pack_path.name + ".tmp")
     entries = []
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
-        for face in faces:
-            data = face.read_bytes()
-            zf.writestr(face.name, data)
-            entries.append({"name": face.name, "size": len(data), "sha256": _sha256(data),
-                            "shape": list(face.shape or image_size_from_bytes(data) or []) or None,
-                            "meta": face.meta.to_dict() if face.meta else None})  # fmt: skip
-        manifest = {"schema": PACK_SCHEMA, "version": PACK_VERSION, "faces": entries}
-        zf.writestr("manifest.json", json.dumps(manifest, separators=(",", ":")))
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
+    try:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
+            for face in faces:
+                data = face.read_bytes()
+                zf.writestr(face.name, data)
+                entries.append({"name": face.name, "size": len(data), "sha256": _sha256(data),
+                                "shape": list(face.shape or image_size_from_bytes(data) or []) or None,
+                                "meta": face.meta.to_dict() if face.meta else None})  # fmt: skip
+            manifest = {"schema": PACK_SCHEMA, "version": PACK_VERSION, "faces": entries}
+            zf.writestr("manifest.json", json.dumps(manifest, separators=(",", ":")))
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+    except BaseException:  # disk full, Ctrl+C: no half pack left behind (the loose faces are untouched)
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, pack_path)
     return pack_path.stat().st_size
 

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from facelab.errors import UserError
-from facelab.io.faceimage import load_dfl_pickle
+from facelab.io.faceimage import FaceMetaError, dfl_weights_cap, read_dfl_arrays
 
 PARTS = {"df": ("encoder", "inter", "decoder_src", "decoder_dst"), "liae": ("encoder", "inter_AB", "inter_B", "decoder")}
 
@@ -26,39 +26,43 @@ def dfl_key_to_ours(part: str, key: str) -> str:
     return f"{part}." + key.replace("/", ".")
 
 
-def read_dfl_part(path: Path, part: str) -> dict[str, torch.Tensor]:
-    raw = load_dfl_pickle(Path(path).read_bytes(), Path(path).name)
-    if not isinstance(raw, dict):
-        raise UserError(f"{path} is not a DFL weights file")
-    out = {}
-    for key, value in raw.items():
-        arr = np.asarray(value, np.float32)
-        if arr.ndim == 4:
-            arr = arr.transpose(3, 2, 0, 1)
-        elif arr.ndim == 2:
-            arr = arr.T
-        out[dfl_key_to_ours(part, str(key))] = torch.from_numpy(np.ascontiguousarray(arr))
-    return out
+def _ours(value: np.ndarray) -> np.ndarray:
+    if value.ndim == 4:
+        return value.transpose(3, 2, 0, 1)
+    return value.T if value.ndim == 2 else value
+
+
+def read_dfl_part(path: Path, part: str, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """One `<prefix>_<part>.npy`, checked against `state` (our network's tensors) name by name and
+    shape by shape before any value is converted."""
+    mine = [t for k, t in state.items() if k.startswith(part + ".")]
+    try:
+        raw = read_dfl_arrays(path, dfl_weights_cap(sum(t.numel() for t in mine)))
+    except FaceMetaError as exc:
+        raise UserError(str(exc)) from None
+    arrays = {dfl_key_to_ours(part, key): _ours(value) for key, value in raw.items()}
+    for key, value in arrays.items():
+        if key not in state:
+            raise UserError(f"{path}: {key} is not part of this architecture: the DFL model was made with other options")
+        if tuple(value.shape) != tuple(state[key].shape):
+            raise UserError(f"{path}: {key} is {tuple(value.shape)} in the DFL model, {tuple(state[key].shape)} in this architecture")
+    return {k: torch.from_numpy(np.ascontiguousarray(v, np.float32)) for k, v in arrays.items()}
 
 
 def load_dfl_weights(model: nn.Module, folder: Path, prefix: str, kind: str) -> None:
     """Load `<folder>/<prefix>_<part>.npy` for every part of `kind` (df / liae) into `model`."""
+    state = model.state_dict()
     weights: dict[str, torch.Tensor] = {}
     for part in PARTS[kind]:
         path = Path(folder) / f"{prefix}_{part}.npy"
         if not path.exists():
             raise UserError(f"{path} is missing: a DFL {kind} model needs {', '.join(PARTS[kind])}")
-        weights.update(read_dfl_part(path, part))
-    state = model.state_dict()
+        weights.update(read_dfl_part(path, part, state))
     missing = [k for k in state if k not in weights]
-    extra = [k for k in weights if k not in state]
-    if missing or extra:
+    if missing:
         raise UserError(
-            f"the DFL model in {folder} does not match this architecture "
-            f"({len(missing)} tensors missing, e.g. {missing[:1]}; {len(extra)} unexpected, e.g. {extra[:1]})"
+            f"the DFL model in {folder} does not match this architecture ({len(missing)} tensors missing, e.g. {missing[0]})"
         )
     with torch.no_grad():
         for key, target in state.items():
-            if tuple(weights[key].shape) != tuple(target.shape):
-                raise UserError(f"{key}: DFL has {tuple(weights[key].shape)}, this architecture {tuple(target.shape)}")
             target.copy_(weights[key])

@@ -21,6 +21,16 @@ INPUT = "in_face:0"
 OUTPUTS = ("out_celeb_face:0", "out_celeb_face_mask:0", "out_face_mask:0")
 
 
+MAX_RESOLUTION = 2048
+
+
+def _whole(text: str, path: Path, what: str) -> int:
+    """A metadata value that must be a count (a crafted file can put anything there)."""
+    if not (isinstance(text, str) and text.isascii() and text.isdigit() and len(text) <= 12):
+        raise UserError(f"{path}: its {what!r} metadata {str(text)[:40]!r} is not a whole number")
+    return int(text)
+
+
 class DFMModel:
     def __init__(self, path: Path, face_type: str = "", device: str = "auto"):
         import onnxruntime as ort
@@ -38,17 +48,19 @@ class DFMModel:
         outputs = {o.name for o in self.session.get_outputs()}
         if INPUT not in inputs or not set(OUTPUTS) <= outputs:
             raise UserError(f"{path} is not a face-swap model: it needs input {INPUT} and outputs {', '.join(OUTPUTS)}")
-        meta = self.session.get_modelmeta().custom_metadata_map
+        meta = self.session.get_modelmeta().custom_metadata_map  # a downloaded model: untrusted
         shape = inputs[INPUT].shape
-        res = shape[1] if isinstance(shape[1], int) else int(meta.get("resolution", 0))
-        if not res:
-            raise UserError(f"{path} says neither its resolution nor its input size")
+        if len(shape) != 4 or shape[3] not in (3, "3"):
+            raise UserError(f"{path}: its input {INPUT} is {shape}, not a batch of colour faces (N, H, W, 3)")
+        res = shape[1] if isinstance(shape[1], int) else _whole(meta.get("resolution", "0"), path, "resolution")
+        if not 16 <= res <= MAX_RESOLUTION:
+            raise UserError(f"{path}: its face size {res} is not from 16 to {MAX_RESOLUTION} (the input size or 'resolution' metadata)")
         self.resolution = res
         try:
             self.face_type = FaceType.parse(face_type or meta.get("face_type", "wf"))
         except ValueError as e:
-            raise UserError(f"{path}: {e}") from None
-        self.iteration = int(meta.get("iteration", 0))
+            raise UserError(f"{path}: {str(e)[:200]}") from None
+        self.iteration = _whole(meta.get("iteration", "0"), path, "iteration")
         self.providers = self.session.get_providers()
 
     def swap(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

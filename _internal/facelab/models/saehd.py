@@ -200,6 +200,9 @@ class Decoder(nn.Module):
         return torch.sigmoid(self._mask_logits(z))
 
 
+MAXIMA = {"resolution": 640, "ae_dims": 1024, "e_dims": 256, "d_dims": 256, "d_mask_dims": 256}  # DFL's, spec §8.1
+
+
 @dataclass(frozen=True)
 class Architecture:
     """What fixes a network's shape (DFL's options marked † in spec §8.1)."""
@@ -220,6 +223,14 @@ class Architecture:
         return self.archi.split("-")[1] if "-" in self.archi else ""
 
     def check(self) -> None:
+        """ValueError unless this is a network DFL could build (a shared model's options are
+        untrusted input: a resolution of a million would be gigabytes before the first step)."""
+        for name, top in MAXIMA.items():
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= top:
+                raise ValueError(f"{name} {str(value)[:20]!r}: must be a whole number from 1 to {top}")
+        if not isinstance(self.archi, str):
+            raise ValueError(f"archi {str(self.archi)[:20]!r}: must be text such as liae-ud")
         if self.kind not in ("df", "liae"):
             raise ValueError(f"archi {self.archi!r}: must start with df or liae")
         if set(self.opts) - set("udtc"):

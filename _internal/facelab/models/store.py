@@ -153,13 +153,16 @@ def load(ws: Workspace, kind: str, name: str = "", device: str = "auto") -> Load
     if ckpt is None:
         raise UserError(f"no trained {s.suffix} model in {folder}: run {s.train_script} first")
     options = ckpt.state.get("options", {})
-    if kind == "xseg":
-        resolution = s.resolution(options)
-        net = create_model("xseg", int(options.get("base", 32)), resolution)
-    else:
-        arch = s.architecture(ckpt.state.get("architecture", options))
-        resolution = arch.resolution
-        net = create_model(kind, arch)
-    net.load_state_dict({k[len("model."):]: v for k, v in ckpt.weights.items() if k.startswith("model.")})
+    try:
+        if kind == "xseg":
+            resolution = s.resolution(options)
+            net = create_model("xseg", options.get("base", 32), resolution)
+        else:
+            arch = s.architecture(ckpt.state.get("architecture", options))
+            resolution = arch.resolution
+            net = create_model(kind, arch)
+    except (ValueError, TypeError) as exc:  # a shared model's options are untrusted input
+        raise UserError(f"{ckpt.folder}: its options do not describe a network FaceLab can build ({exc})") from None
+    checkpoint.load_into(net, ckpt, "model")
     dev = torch.device(resolve_device(device))
     return LoadedModel(net.to(dev).eval(), kind, s.face_type(options), resolution, ckpt.iteration, dev, folder, options)

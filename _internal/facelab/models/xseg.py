@@ -86,6 +86,9 @@ class BlurPool(nn.Module):
 class XSegNet(nn.Module):
     def __init__(self, base: int = 32, in_ch: int = 3, resolution: int = RESOLUTION):
         super().__init__()
+        for name, value, top in (("base", base, 128), ("resolution", resolution, 1024)):
+            if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= top:
+                raise ValueError(f"XSeg {name} {str(value)[:20]!r}: must be a whole number from 1 to {top}")
         if resolution % 64:
             raise ValueError(f"XSeg resolution {resolution} must be a multiple of 64")
         self.lowest = resolution // 64

@@ -14,6 +14,7 @@ Differences from DFL, on purpose:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -355,6 +356,7 @@ class _Writes:
         self.state_path, self.key = job.aligned_dir / STATE_FILE, _settings_key(job)
         self.queue: deque[tuple[str, Future]] = deque()
         self.done_through = done_through
+        _save_state(self.state_path, self.key, done_through)  # at once: a disk that fills later still resumes
         self.last_saved = time.monotonic()
 
     def submit(self, window: list[_Frame], centre: int) -> None:
@@ -459,6 +461,10 @@ def _auto_pass(job: _Job, todo: list[Path], resume_after: str | None) -> list[st
             for centre in range(max(0, len(window) - radius), len(window)):
                 writes.submit(window, centre)
             writes.settle(0)
+        except BaseException:
+            with contextlib.suppress(OSError):  # what was written is kept for the next run (disk full, Ctrl+C)
+                _save_state(writes.state_path, writes.key, writes.done_through)
+            raise
         finally:
             bar.close()
     return unreadable
@@ -472,9 +478,12 @@ def _done(value: int) -> Future:
 
 def _load_state(path: Path) -> dict | None:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        if path.stat().st_size > 1 << 20:
+            return None
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
         return None
+    return state if isinstance(state, dict) else None
 
 
 def _save_state(path: Path, key: dict, done_through: str | None) -> None:

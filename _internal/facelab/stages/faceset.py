@@ -222,6 +222,9 @@ def _export_masks(folder: Path, opts: FacesetOptions):  # noqa: ANN202
 # ---------------------------------------------------------------- metadata save / restore
 
 
+META_FILE_MAX_BYTES = 512 << 20  # about 3 KB a face: 150,000 faces
+
+
 def _meta_save(folder: Path, opts: FacesetOptions):  # noqa: ANN202
     good, bad = _faces_with_meta(folder)
     data = {"schema": "facelab.faceset-meta", "version": 1,
@@ -244,11 +247,13 @@ def scale_meta(meta: FaceMeta, sx: float, sy: float) -> FaceMeta:
 def _meta_restore(folder: Path, opts: FacesetOptions):  # noqa: ANN202
     path = folder / META_FILE
     try:
+        if path.stat().st_size > META_FILE_MAX_BYTES:
+            raise UserError(f"{path} is over {META_FILE_MAX_BYTES >> 20} MB: not a metadata file FaceLab wrote")
         saved = json.loads(path.read_text(encoding="utf-8"))["faces"]
     except FileNotFoundError:
         raise UserError(f"{path} does not exist: run the metadata save script before editing the faces") from None
-    except (ValueError, KeyError) as exc:
-        raise UserError(f"{path} is damaged ({exc})") from None
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:
+        raise UserError(f"{path} is damaged ({type(exc).__name__}: {str(exc)[:100]})") from None
     if not isinstance(saved, dict):
         raise UserError(f"{path} is damaged (its faces are not a table of names)")
     for name in saved:  # every name first: a crafted file changes nothing, not even the first faces

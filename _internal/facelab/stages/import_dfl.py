@@ -49,6 +49,39 @@ def find_dfl_models(folder: Path) -> list[tuple[str, str]]:
     return found
 
 
+DAT_MAX_BYTES = 512 << 20  # options, a loss pair per iteration and a few preview faces: tens of MB
+DAT_MAX_ITEMS = 1 << 24  # 3 values per iteration: over 5 million iterations
+
+
+def read_model_data(path: Path) -> dict:
+    """A DFL `<name>_<Model>_data.dat`, bounded and checked: `options` a table of plain values,
+    `iter` a count, `loss_history` rows of finite numbers (first two kept, as src and dst)."""
+    bad = f"{path} is not a DFL model data file"
+    try:
+        if path.stat().st_size > DAT_MAX_BYTES:
+            raise UserError(f"{bad} (over {DAT_MAX_BYTES >> 20} MB)")
+        data = load_dfl_pickle(path.read_bytes(), path.name, max_items=DAT_MAX_ITEMS)
+    except FaceMetaError as exc:
+        raise UserError(str(exc)) from None
+    if not isinstance(data, dict) or not isinstance(data.get("options"), dict):
+        raise UserError(f"{bad} (no options inside)")
+    options = {k: _plain(v) for k, v in data["options"].items()}
+    if not all(isinstance(k, str) and isinstance(v, (str, int, float, bool, type(None))) for k, v in options.items()):
+        raise UserError(f"{bad}: its options are not plain values")
+    iteration = _plain(data.get("iter", 0))
+    if not isinstance(iteration, int) or not 0 <= iteration < 1 << 40:
+        raise UserError(f"{bad}: its iteration {str(iteration)[:40]!r} is not a count")
+    history = []
+    for row in data.get("loss_history") or []:
+        try:
+            pair = [float(row[0]), float(row[1] if len(row) > 1 else row[0])]
+        except (TypeError, ValueError, IndexError, KeyError):
+            raise UserError(f"{bad}: its loss history holds {str(row)[:40]!r}, not numbers") from None
+        if all(np.isfinite(pair)):
+            history.append(pair)
+    return {"options": options, "iter": iteration, "loss_history": history}
+
+
 def _plain(value):  # noqa: ANN001, ANN202
     """numpy scalars in DFL's options -> Python values."""
     return value.item() if isinstance(value, np.generic) else value
@@ -62,13 +95,8 @@ def import_model(folder: Path, name: str, kind: str, target_root: Path, overwrit
     from facelab.training.options import TrainOptions, model_options
 
     prefix = f"{name}_{kind}"
-    try:
-        data = load_dfl_pickle((folder / f"{prefix}_data.dat").read_bytes(), f"{prefix}_data.dat")
-    except FaceMetaError as exc:
-        raise UserError(str(exc)) from None
-    if not isinstance(data, dict) or "options" not in data:
-        raise UserError(f"{folder / (prefix + '_data.dat')} is not a DFL model data file")
-    dfl_opts = {k: _plain(v) for k, v in data["options"].items()}
+    data = read_model_data(folder / f"{prefix}_data.dat")
+    dfl_opts = data["options"]
     model = KINDS[kind]
     known = set(options_to_dict(TrainOptions()))
     opts = options_from_dict(TrainOptions, {k: v for k, v in dfl_opts.items() if k in known} | {"model": model})
@@ -85,8 +113,8 @@ def import_model(folder: Path, name: str, kind: str, target_root: Path, overwrit
         kept.mkdir()
         (target / "checkpoints").rename(kept / "checkpoints")
         log.info("the model it replaces is kept in %s", kept)
-    iteration = int(data.get("iter", 0))
-    history = [[float(a), float(b)] for a, b in (data.get("loss_history") or [])][-100_000:]
+    iteration = data["iter"]
+    history = data["loss_history"][-100_000:]
     state = {
         "model": model,
         "options": model_options(opts),

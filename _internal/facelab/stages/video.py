@@ -9,6 +9,7 @@ Follows dfl-spec §12 with the differences listed in `facelab.io.ffmpeg`'s docst
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -20,7 +21,8 @@ from pathlib import Path
 
 from facelab.errors import ConfirmationNeeded, UserError
 from facelab.io import ffmpeg
-from facelab.io.frames import list_images, numbered_sequence, read_image
+from facelab.io.frames import fsync_dir, list_images, numbered_sequence, read_image, write_text_atomic
+from facelab.io.names import plain_file_name
 from facelab.labels import SYNTHETIC_TAGS
 from facelab.options import option
 from facelab.report import Report
@@ -236,10 +238,20 @@ class DenoiseOptions:
 
 
 def denoise(ws: Workspace, opts: DenoiseOptions) -> Report:
-    """Temporal denoise of `data_<side>/` frames, in place (each file replaced atomically)."""
+    """Temporal denoise of `data_<side>/` frames, in place (each file replaced atomically).
+
+    ffmpeg writes every denoised frame into a temporary folder first; then the plan of which
+    result replaces which frame (`.facelab-denoise.json`) is written before the first frame is
+    replaced. A run stopped while replacing is finished by the next run, which then denoises
+    nothing: no frame is denoised twice."""
     started = time.perf_counter()
     ws.require()
     folder = ws.frames_dir(opts.side)  # type: ignore[arg-type]
+    finished = _finish_denoise(folder)
+    if finished:
+        return Report("denoise", f"finished the interrupted denoise of {_rel(ws, folder)}: {finished} frames "
+                      "(nothing was denoised twice; run again to denoise once more)", time.perf_counter() - started,
+                      {"frames": finished})  # fmt: skip
     frames = list_images(folder)
     if not frames:
         raise UserError(f"{_rel(ws, folder)} has no frames: run the frame extraction first")
@@ -266,16 +278,45 @@ def denoise(ws: Workspace, opts: DenoiseOptions) -> Report:
         results = list_images(out_dir)
         if len(results) != len(frames):
             raise UserError(f"denoise wrote {len(results)} frames for {len(frames)}: nothing was replaced")
-        for frame, result in zip(frames, results):
-            os.replace(result, frame)
+        moves = [(result.name, frame.name) for frame, result in zip(frames, results)]
+        write_text_atomic(folder / DENOISE_PLAN, json.dumps({"factor": opts.factor, "moves": moves}))
+        _replace_denoised(folder, moves)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if not (folder / DENOISE_PLAN).exists():  # else the results are needed to finish
+            shutil.rmtree(tmp, ignore_errors=True)
     return Report(
         stage="denoise",
         summary=f"{len(frames)} frames in {_rel(ws, folder)} denoised (factor {opts.factor})",
         seconds=time.perf_counter() - started,
         counts={"frames": len(frames)},
     )
+
+
+DENOISE_PLAN = ".facelab-denoise.json"
+
+
+def _replace_denoised(folder: Path, moves: list[tuple[str, str]]) -> None:
+    out_dir = folder / f"{_TMP_PREFIX}denoise" / "out"
+    for result, frame in moves:
+        if (out_dir / result).exists():  # gone: that frame was replaced before the interruption
+            os.replace(out_dir / result, folder / frame)
+    fsync_dir(folder)
+    (folder / DENOISE_PLAN).unlink()
+    shutil.rmtree(out_dir.parent, ignore_errors=True)
+
+
+def _finish_denoise(folder: Path) -> int:
+    """Finish the replacing an interrupted denoise left; how many frames its plan covered (0: none)."""
+    path = folder / DENOISE_PLAN
+    if not path.exists():
+        return 0
+    try:
+        moves = [(plain_file_name(r, str(path)), plain_file_name(f, str(path))) for r, f in json.loads(path.read_text("utf-8"))["moves"]]
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
+        raise UserError(f"{path} (the plan of an interrupted denoise) cannot be read: delete it and extract the frames again") from None
+    log.warning("finishing the interrupted denoise of %d frames in %s", len(moves), folder)
+    _replace_denoised(folder, moves)
+    return len(moves)
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:

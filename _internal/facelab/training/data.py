@@ -168,9 +168,10 @@ def _preallocate(path: Path, size: int, side: str) -> None:
     """The cache file at its full size on disk, not sparse: a memory map that runs out of disk
     later kills the process (SIGBUS) with no message. Checks the free space first."""
     free = shutil.disk_usage(path.parent).free + (path.stat().st_size if path.exists() else 0)
-    if free < size + (64 << 20):
-        raise UserError(f"the {side} face cache needs {size / 2**30:.2f} GiB in {path.parent} and the disk has "
-                        f"{free / 2**30:.2f} GiB free: free some space (or use a lower resolution) and run again")  # fmt: skip
+    need = size + (64 << 20)  # and room for checkpoints and previews
+    if free < need:
+        raise UserError(f"the disk is too full for the {side} face cache: it needs {need / 2**20:,.0f} MB in {path.parent}, "
+                        f"the disk has {free / 2**20:,.0f} MB free: free some space (or use a lower resolution) and run again")  # fmt: skip
     with open(path, "wb") as fh:
         if size and hasattr(os, "posix_fallocate"):
             try:

@@ -72,6 +72,38 @@ def _b64_bytes(s: str) -> torch.Tensor:
     return torch.from_numpy(np.frombuffer(base64.b64decode(s), np.uint8).copy())
 
 
+def load_slots(opt: torch.optim.Optimizer, params: dict[str, torch.Tensor], ckpt: checkpoint.Checkpoint, head: str,
+               step: int, device: torch.device | str) -> None:  # fmt: skip
+    """An optimiser's saved slots (`<head><slot>.<parameter>`) back onto its parameters; a slot
+    of the wrong shape (a damaged or hand-made checkpoint) is dropped, so that moment restarts."""
+    dropped = 0
+    for key, value in ckpt.optimizer.items():
+        if not key.startswith(head):
+            continue
+        slot, _, pname = key[len(head):].partition(".")
+        if pname not in params:
+            continue
+        if tuple(value.shape) != tuple(params[pname].shape) or not value.is_floating_point():
+            dropped += 1
+            continue
+        opt.state[params[pname]][slot] = value.to(device)
+        opt.state[params[pname]]["step"] = step
+    if dropped:
+        log.warning("checkpoint %s: %d optimiser slots do not fit their weights; they start again", ckpt.folder.name, dropped)
+
+
+def restore_rng(gen: torch.Generator, cpu_gen: torch.Generator, ckpt: checkpoint.Checkpoint) -> None:
+    """The random generators as they were at the save (same batches and warps on resume)."""
+    rng = ckpt.state.get("rng")
+    if not rng:
+        return
+    try:
+        gen.set_state(_b64_bytes(rng["device"]))
+        cpu_gen.set_state(_b64_bytes(rng["cpu"]))
+    except (KeyError, TypeError, ValueError, RuntimeError):
+        log.warning("checkpoint %s: its random state is unreadable; training goes on with a fresh one", ckpt.folder.name)
+
+
 class Trainer:
     def __init__(self, model_dir: Path, opts: TrainOptions, src_dir: Path, dst_dir: Path, rank: Rank | None = None):
         self.model_dir = Path(model_dir)
@@ -94,7 +126,7 @@ class Trainer:
         self.face_type = self.spec.face_type(options_to_dict(opts))
 
         ckpt = checkpoint.load_latest(self.model_dir)  # raises rather than start over a damaged model
-        seed = int(ckpt.state["seed"]) if ckpt else (opts.seed or random.SystemRandom().randrange(1, 2**31))
+        seed = (ckpt.state.get("seed") if ckpt else 0) or (opts.seed or random.SystemRandom().randrange(1, 2**31))
         self.seed = seed
         torch.manual_seed(seed)
         self.model: SAEHD = create_model(opts.model, self.arch).to(self.device)
@@ -225,29 +257,15 @@ class Trainer:
         return weights, slots, steps
 
     def _load(self, ckpt: checkpoint.Checkpoint) -> None:
-        for prefix, net in self._named_modules().items():
-            sub = {k[len(prefix) + 1 :]: v for k, v in ckpt.weights.items() if k.startswith(prefix + ".")}
-            if sub:
-                missing, unexpected = net.load_state_dict(sub, strict=False)
-                if missing and prefix == "model":
-                    raise UserError(f"checkpoint {ckpt.folder} does not fit this model ({len(missing)} tensors missing)")
+        for prefix, net in self._named_modules().items():  # a part added later (GAN) starts fresh
+            checkpoint.load_into(net, ckpt, prefix, allow_missing=prefix != "model")
         for prefix, opt in self._optimizers().items():
             params = dict(self._named_modules()[prefix].named_parameters())
-            step = ckpt.state.get("optimizer_steps", {}).get(prefix, 0)
-            for key, value in ckpt.optimizer.items():
-                head, _, pname = key.partition(".")
-                if head != prefix:
-                    continue
-                slot, _, pname = pname.partition(".")
-                if pname in params:
-                    opt.state[params[pname]][slot] = value.to(self.device)
-                    opt.state[params[pname]]["step"] = step
+            step = (ckpt.state.get("optimizer_steps") or {}).get(prefix, 0)
+            load_slots(opt, params, ckpt, prefix + ".", step, self.device)
         self.iteration = ckpt.iteration
-        self.loss_history = ckpt.state.get("loss_history", [])
-        rng = ckpt.state.get("rng")
-        if rng:
-            self.gen.set_state(_b64_bytes(rng["device"]))
-            self.cpu_gen.set_state(_b64_bytes(rng["cpu"]))
+        self.loss_history = ckpt.state.get("loss_history") or []
+        restore_rng(self.gen, self.cpu_gen, ckpt)
 
     def save(self) -> Path | None:
         """Write a generation (rank 0; the other ranks only join the loss check). Every rank calls it."""

@@ -36,7 +36,7 @@ from facelab.options import option
 from facelab.training.control import TrainingControl
 from facelab.training.data import BatchSampler, DeviceFaceset, FacesetCache
 from facelab.training.preview import preview_grid
-from facelab.training.trainer import CHECK_EVERY, _b64_bytes, _bytes_b64
+from facelab.training.trainer import CHECK_EVERY, _bytes_b64, load_slots, restore_rng
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +111,7 @@ class XSegTrainer:
         self.face_type = FaceType.parse(opts.face_type)
         self.res = opts.resolution
         ckpt = checkpoint.load_latest(self.model_dir)
-        self.seed = int(ckpt.state["seed"]) if ckpt else (opts.seed or random.SystemRandom().randrange(1, 2**31))
+        self.seed = (ckpt.state.get("seed") if ckpt else 0) or (opts.seed or random.SystemRandom().randrange(1, 2**31))
         torch.manual_seed(self.seed)
         self.model = create_model("xseg", opts.base, opts.resolution).to(self.device)
         self.gen = torch.Generator(device=self.device)
@@ -121,17 +121,11 @@ class XSegTrainer:
         self.optimizer = RMSprop(self.model.parameters(), lr=1e-4, lr_dropout=0.3, lr_cos=500, generator=self.gen)
         self.iteration, self.loss_history = 0, []
         if ckpt is not None:
-            self.model.load_state_dict({k[len("model."):]: v for k, v in ckpt.weights.items()})
+            checkpoint.load_into(self.model, ckpt, "model")
             params = dict(self.model.named_parameters())
-            for key, value in ckpt.optimizer.items():
-                slot, _, name = key.partition(".")
-                if name in params:
-                    self.optimizer.state[params[name]][slot] = value.to(self.device)
-                    self.optimizer.state[params[name]]["step"] = ckpt.state.get("optimizer_step", 0)
-            self.iteration, self.loss_history = ckpt.iteration, ckpt.state.get("loss_history", [])
-            if ckpt.state.get("rng"):
-                self.gen.set_state(_b64_bytes(ckpt.state["rng"]["device"]))
-                self.cpu_gen.set_state(_b64_bytes(ckpt.state["rng"]["cpu"]))
+            load_slots(self.optimizer, params, ckpt, "", ckpt.state.get("optimizer_step", 0), self.device)
+            self.iteration, self.loss_history = ckpt.iteration, ckpt.state.get("loss_history") or []
+            restore_rng(self.gen, self.cpu_gen, ckpt)
         if opts.pretrain:
             if not opts.pretraining_data_dir:
                 raise UserError("XSeg pretrain mode needs --pretraining-data-dir PATH (an aligned faceset)")
@@ -185,7 +179,7 @@ class XSegTrainer:
             if ckpt is None:
                 raise UserError("XSeg training collapsed (NaN) before its first save: start again")
             log.warning("the XSeg loss became NaN at iteration %d: rolled back to iteration %d", self.iteration, ckpt.iteration)
-            self.model.load_state_dict({k[len("model."):]: v for k, v in ckpt.weights.items()})
+            checkpoint.load_into(self.model, ckpt, "model")
             self.iteration = ckpt.iteration
             return None
         self.loss_history.append([round(value, 6), round(value, 6)])
