@@ -1,5 +1,8 @@
 """Extraction speed: frames/s end to end and ms per step, for 720p video with one face.
 
+The identity embedding's cost is printed per face (`identity_ms`), and end to end with and
+without identities (`--no-identity`): along a dst track it is computed every 8th frame.
+
 Builds 1280x720 frames from the real carphone video (upscaled x4 and placed in a 720p frame,
 the face moving), then runs the extraction stage exactly as script 5 does (detect, landmarks,
 Lanczos warp, JPEG q90 write, debug images off) and, separately, times each step on one frame.
@@ -29,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from media import media_file  # noqa: E402
 
 from facelab.core.landmarks import FaceType, get_transform_mat, warp_face  # noqa: E402
-from facelab.detect.base import create_detector, create_landmarker  # noqa: E402
+from facelab.detect.base import create_detector, create_identity, create_landmarker  # noqa: E402
 from facelab.io.frames import encode_image, read_image  # noqa: E402
 from facelab.stages.extract import ExtractOptions, extract  # noqa: E402
 from facelab.workspace import Workspace  # noqa: E402
@@ -81,21 +84,23 @@ def main() -> None:
         lm = lmk.landmarks(frame, dets)[0]
         mat = get_transform_mat(lm, 512, FaceType.WHOLE_FACE)
         face = warp_face(frame, mat, 512)
+        identity = create_identity()
         steps = {
             "decode_ms": median_ms(lambda: read_image(frame_path)),
             "detect_ms": median_ms(lambda: det.detect(frame)),
             "landmarks_ms": median_ms(lambda: lmk.landmarks(frame, dets)),
             "warp_ms": median_ms(lambda: warp_face(frame, mat, 512)),
             "jpeg_encode_ms": median_ms(lambda: encode_image(face, ".jpg", 90)),
+            "identity_ms": median_ms(lambda: identity.embed(frame, [lm])),
         }
         print(json.dumps({**base, "what": "ms per step, one frame, one thread", **{k: round(v, 2) for k, v in steps.items()}}))
 
-        for smooth in (False, True):
-            opts = ExtractOptions(side="dst", smooth_landmarks=smooth, overwrite=True)
+        for smooth, ident in ((False, False), (False, True), (True, True)):
+            opts = ExtractOptions(side="dst", smooth_landmarks=smooth, identity=ident, overwrite=True)
             t = time.perf_counter()
             report = extract(ws, opts)
             seconds = time.perf_counter() - t
-            print(json.dumps({**base, "what": "end to end (stage 5, JPEG q90 writes)", "smooth": smooth,
+            print(json.dumps({**base, "what": "end to end (stage 5, JPEG q90 writes)", "smooth": smooth, "identity": ident,
                               "frames": report.counts["frames"], "faces": report.counts["faces"],
                               "seconds": round(seconds, 2), "frames_per_s": round(report.counts["frames"] / seconds, 1)}))  # fmt: skip
     finally:

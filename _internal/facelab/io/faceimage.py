@@ -86,6 +86,8 @@ class FaceMeta:
         xseg_polygons: hand-drawn include/exclude polygons.
         xseg_mask_png: applied XSeg mask, single-channel PNG bytes.
         identity: an identity embedding, when a plugin computed one.
+        identity_model: which model made it ("dlib-resnet/v1"): embeddings of two models are
+            never compared.
         track_id: which track (person) of a video the face belongs to.
         extra: other JSON-safe fields (detector name, score, ...); kept on round trips.
     """
@@ -102,6 +104,7 @@ class FaceMeta:
     identity: tuple[float, ...] | None = None
     track_id: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    identity_model: str | None = None
 
     def xseg_mask(self) -> np.ndarray | None:
         """The applied XSeg mask as H x W x 1 float32 in [0, 1], or None."""
@@ -143,6 +146,7 @@ class FaceMeta:
             ],
             "xseg_mask_png": base64.b64encode(self.xseg_mask_png).decode("ascii") if self.xseg_mask_png else None,
             "identity": list(self.identity) if self.identity is not None else None,
+            "identity_model": self.identity_model,
             "track_id": self.track_id,
             "extra": self.extra,
         }
@@ -164,6 +168,9 @@ class FaceMeta:
         identity = data.get("identity")
         if identity is not None and (not isinstance(identity, list) or len(identity) > MAX_IDENTITY):
             raise FaceMetaError(f"identity: expected a list of at most {MAX_IDENTITY} numbers")
+        identity_model = data.get("identity_model")
+        if identity_model is not None and not (isinstance(identity_model, str) and len(identity_model) <= 100):
+            raise FaceMetaError(f"identity_model: expected a short text, got {identity_model!r:.40}")
         track = data.get("track_id")
         if track is not None and (isinstance(track, bool) or not isinstance(track, int)):
             raise FaceMetaError(f"track_id: expected a whole number, got {track!r:.40}")
@@ -186,6 +193,7 @@ class FaceMeta:
             identity=tuple(_number(v, "identity") for v in identity) if identity is not None else None,
             track_id=track,
             extra=dict(extra),
+            identity_model=identity_model,
         )
 
 

@@ -27,12 +27,14 @@ from typing import Callable, Iterable, Iterator, TypeVar
 
 import numpy as np
 
+from facelab.core.identity import TrackIdentities, nearest
 from facelab.core.landmarks import FACE_TYPE_CHOICES, FaceType, get_transform_mat, transform_points, warp_face
 from facelab.core.overlay import draw_face_debug
 from facelab.core.tracking import link_tracks, smooth_track
 from facelab.detect.base import Detection, create_detector, create_landmarker, list_detectors, list_landmarkers
 from facelab.errors import ConfirmationNeeded, UserError
 from facelab.io.faceimage import FaceMeta, write_face
+from facelab.io.faceset import load_faceset
 from facelab.io.frames import list_images, read_image, write_image_atomic, write_text_atomic
 from facelab.log import progress
 from facelab.options import option
@@ -86,6 +88,17 @@ class ExtractOptions:
     )  # fmt: skip
     overwrite: bool = option("Start over", False, ask=False,
                              help="delete faces already extracted (with other settings) without asking")  # fmt: skip
+    identity: bool = option("Identities", True, ask=False,
+                            help="store who each face is (for sort --by face, split-identities, merge --reference); "
+                                 "--no-identity skips it")  # fmt: skip
+    reference: str = option("Reference", "", ask=False,
+                            help="keep only this person's faces: a photo, a folder of photos, or an aligned faceset")
+    reference_threshold: float = option("Reference threshold", 0.6, min=0.2, max=1.2, ask=False,
+                                        help="how far from the reference a face may be and still count as that person "
+                                             "(0.6, dlib's usual); higher keeps more faces, look-alikes too; lower keeps fewer")  # fmt: skip
+
+
+IDENTITY_EVERY = {"src": 1, "dst": 8}  # frames between fresh embeddings along a track (src: photos, every face)
 
 
 @dataclass
@@ -93,6 +106,9 @@ class _Face:
     det: Detection
     landmarks: np.ndarray  # frame px
     track: int = -1
+    identity: np.ndarray | None = None
+    identity_from: str = ""  # the frame whose face the embedding was computed on
+    other_person: bool = False  # not the --reference person: not written
 
 
 @dataclass
@@ -126,7 +142,8 @@ def _settings_key(job: _Job) -> dict:
     """The settings a resumed run must share with the run it continues."""
     opts = job.opts
     return {"face_type": job.face_type.dfl_name, "image_size": job.size, "detector": opts.detector,
-            "landmarker": opts.landmarker, "max_faces": opts.max_faces}  # fmt: skip
+            "landmarker": opts.landmarker, "max_faces": opts.max_faces, "identity": opts.identity or bool(opts.reference),
+            "reference": opts.reference, "reference_threshold": opts.reference_threshold}  # fmt: skip
 
 
 def keep_faces(
@@ -177,12 +194,17 @@ class _FaceWriter:
     def __init__(self, opts: ExtractOptions, face_type: FaceType, size: int, aligned_dir: Path, debug_dir: Path):
         self.opts, self.face_type, self.size = opts, face_type, size
         self.aligned_dir, self.debug_dir = aligned_dir, debug_dir
+        self.identity_key = ""  # set when identities are computed
 
     def write(self, path: Path, image: ImageBGR, faces: list[_Face], landmarks: list[np.ndarray]) -> int:
         opts = self.opts
         debug = image.copy() if opts.output_debug else None
-        for i, (face, lm) in enumerate(zip(faces, landmarks)):
+        kept = [(f, lm) for f, lm in zip(faces, landmarks) if not f.other_person]
+        for i, (face, lm) in enumerate(kept):
             mat = get_transform_mat(lm, self.size, self.face_type)
+            extra = {"detector": opts.detector, "landmarker": opts.landmarker, "score": round(face.det.score, 4)}
+            if face.identity_from and face.identity_from != path.name:
+                extra["identity_from"] = face.identity_from  # sampled along the track
             meta = FaceMeta(
                 face_type=self.face_type,
                 landmarks=transform_points(lm, mat).astype(np.float32),
@@ -191,14 +213,16 @@ class _FaceWriter:
                 source_landmarks=lm,
                 image_to_face_mat=mat,
                 track_id=face.track,
-                extra={"detector": opts.detector, "landmarker": opts.landmarker, "score": round(face.det.score, 4)},
+                extra=extra,
+                identity=None if face.identity is None else tuple(round(float(v), 5) for v in face.identity),
+                identity_model=self.identity_key if face.identity is not None else None,
             )
             write_face(self.aligned_dir / f"{path.stem}_{i}.jpg", warp_face(image, mat, self.size), meta, opts.jpeg_quality)
             if debug is not None:
                 draw_face_debug(debug, face.det.rect, lm, mat, self.size)
         if debug is not None:
             write_image_atomic(self.debug_dir / f"{path.stem}.jpg", debug, jpeg_quality=50)
-        return len(faces)
+        return len(kept)
 
 
 @dataclass
@@ -208,6 +232,8 @@ class Counts:
     no_face: int = 0
     unreadable: int = 0
     manual: int = 0
+    other_faces: int = 0  # not the --reference person
+    person_missed: int = 0  # frames where the --reference person was not found
 
 
 @dataclass
@@ -261,6 +287,9 @@ def _prepare(ws: Workspace, opts: ExtractOptions) -> tuple[_Job, list[Path]]:
     reextract = opts.manual_reextract_deleted_debug
     if (opts.detector == "manual" or reextract or opts.manual_fix) and not can_show_windows():
         raise UserError("manual extraction opens a window and this machine has no display: run it on your desktop")
+    if opts.reference and not Path(opts.reference).expanduser().exists():
+        raise UserError(f"the reference {opts.reference} does not exist: give a photo of the person, a folder of photos, "
+                        "or an aligned faceset")  # fmt: skip
     frames = list_images(frames_dir)
     if not frames:
         raise UserError(f"{frames_dir} has no frames: run {'2_extract_images_src' if side == 'src' else '3_extract_images_dst'} first")
@@ -311,6 +340,9 @@ def _summary(job: _Job, unreadable: list[str]) -> str:
         f"{c.faces} faces from {c.frames} frames -> {job.aligned_dir}"
         f" ({job.face_type.dfl_name}, {job.size} px); {c.no_face} frames without a face"
     )
+    if job.opts.reference:
+        summary = (f"kept {c.faces} faces of the reference person, skipped {c.other_faces} other faces; "
+                   f"the person was not found in {c.person_missed} of {c.frames} frames") + summary[summary.index(" -> "):]  # fmt: skip
     if c.manual:
         summary += f"; {c.manual} placed by hand"
     if unreadable:
@@ -383,12 +415,51 @@ class _Writes:
             self.last_saved = time.monotonic()
 
 
-class _Tracker:
-    """Links each frame's faces to the previous frame's by box overlap (`core.tracking`)."""
+class _Identities:
+    """Who each face is: embeddings sampled along each track (`core.identity.TrackIdentities`),
+    and with `--reference`, which faces are not that person (they are counted, not written)."""
 
-    def __init__(self) -> None:
+    def __init__(self, job: _Job, detector: object, landmarker: object, new_id: Callable[[], int]):
+        from facelab.detect.base import create_identity
+        from facelab.detect.identity import reference_identities
+
+        self.job, self.model = job, create_identity()
+        job.writer.identity_key = self.model.key
+        self.tracks = TrackIdentities(self.model.threshold, new_id, every=IDENTITY_EVERY[job.opts.side])
+        self.refs = reference_identities(Path(job.opts.reference), self.model, detector, landmarker) if job.opts.reference else None
+        self.names: list[str] = []
+        self.missed: list[str] = []
+
+    def assign(self, frame: _Frame) -> None:
+        index = len(self.names)
+        self.names.append(frame.path.name)
+        faces = frame.faces
+        if faces:
+            embed = lambda idx: self.model.embed(frame.image, [faces[i].landmarks for i in idx])  # noqa: E731
+            for face, (track, emb, source) in zip(faces, self.tracks.assign(index, [f.track for f in faces], embed)):
+                face.track, face.identity, face.identity_from = track, emb, self.names[source]
+        if self.refs is None:
+            return
+        far = nearest(np.stack([f.identity for f in faces]), self.refs) if faces else np.zeros(0)
+        for face, d in zip(faces, far):
+            face.other_person = bool(d >= self.job.opts.reference_threshold)
+        self.job.counts.other_faces += sum(f.other_person for f in faces)
+        if frame.image is not None and all(f.other_person for f in faces):
+            self.job.counts.person_missed += 1
+            self.missed.append(frame.path.name)
+
+
+class _Tracker:
+    """Links each frame's faces to the previous frame's by box overlap (`core.tracking`). A
+    resumed run numbers its tracks after the ones already written."""
+
+    def __init__(self, first_id: int = 0) -> None:
         self.prev: list[tuple[int, tuple]] = []
-        self.next_id = 0
+        self.next_id = first_id
+
+    def new_id(self) -> int:
+        self.next_id += 1
+        return self.next_id - 1
 
     def assign(self, faces: list[_Face]) -> None:
         ids, self.next_id = link_tracks(self.prev, [f.det.rect for f in faces], self.next_id)
@@ -442,7 +513,8 @@ def _auto_pass(job: _Job, todo: list[Path], resume_after: str | None) -> list[st
     radius = SMOOTH_RADIUS if opts.smooth_landmarks else 0
     unreadable: list[str] = []
     window: list[_Frame] = []
-    tracker = _Tracker()
+    tracker = _Tracker(_next_track_id(job.aligned_dir) if resume_after else 0)
+    identities = _Identities(job, detector, landmarker, tracker.new_id) if opts.identity or opts.reference else None
     bar = progress(total=len(todo), desc=f"faces from data_{opts.side}", unit="frame")
     with ThreadPoolExecutor(2, thread_name_prefix="read") as reader, ThreadPoolExecutor(2, thread_name_prefix="write") as pool:
         writes = _Writes(job, pool, resume_after, radius)
@@ -452,6 +524,8 @@ def _auto_pass(job: _Job, todo: list[Path], resume_after: str | None) -> list[st
                 if frame.image is not None:
                     job.counts.no_face += not frame.faces
                     tracker.assign(frame.faces)
+                    if identities is not None:
+                        identities.assign(frame)
                 window.append(frame)
                 if len(window) > radius:
                     writes.submit(window, len(window) - 1 - radius)
@@ -461,6 +535,9 @@ def _auto_pass(job: _Job, todo: list[Path], resume_after: str | None) -> list[st
             for centre in range(max(0, len(window) - radius), len(window)):
                 writes.submit(window, centre)
             writes.settle(0)
+            if identities is not None and identities.missed:
+                shown = ", ".join(identities.missed[:5]) + (" ..." if len(identities.missed) > 5 else "")
+                log.warning("the reference person was not found in %d frames: %s", len(identities.missed), shown)
         except BaseException:
             with contextlib.suppress(OSError):  # what was written is kept for the next run (disk full, Ctrl+C)
                 _save_state(writes.state_path, writes.key, writes.done_through)
@@ -468,6 +545,12 @@ def _auto_pass(job: _Job, todo: list[Path], resume_after: str | None) -> list[st
         finally:
             bar.close()
     return unreadable
+
+
+def _next_track_id(aligned_dir: Path) -> int:
+    """One more than the highest track id of the faces an earlier run wrote."""
+    ids = [f.meta.track_id for f in load_faceset(aligned_dir, report=False) if f.meta is not None and f.meta.track_id is not None]
+    return max(ids, default=-1) + 1
 
 
 def _done(value: int) -> Future:

@@ -17,8 +17,14 @@ Actions and where they differ from DFL:
   applied mask and the matrix are carried over (a wider face type than the source leaves black
   borders, as in DFL).
 - export-masks: `<aligned>_masks/<stem>.png`, the applied XSeg mask, else the polygons.
-- info: counts, face types, sizes, labels, a yaw/pitch coverage table, and `<aligned>_info/`
-  with a contact sheet and a yaw x pitch plot (outside the faceset, so training never reads them).
+- info: counts, face types, sizes, labels, how many people (identities), a yaw/pitch coverage
+  table, and `<aligned>_info/` with a contact sheet and a yaw x pitch plot (outside the faceset,
+  so training never reads them).
+- add-identities (new): computes each face's identity from the face and its own landmarks and
+  stores it (DFL-made facesets too; faces that already have one from the current model are
+  skipped, so a stopped run goes on).
+- split-identities (new): copies the faces of each person into `<aligned>_person_1/`, `_2/`, ...
+  (the largest group first), so that one folder can be kept; the faceset itself is not changed.
 """
 
 from __future__ import annotations
@@ -52,7 +58,7 @@ from facelab.report import Report
 from facelab.workspace import Workspace
 
 ACTIONS = ("dump", "info", "add-landmarks-debug", "recover-filenames", "metadata-save", "metadata-restore",
-           "pack", "unpack", "resize", "export-masks")  # fmt: skip
+           "pack", "unpack", "resize", "export-masks", "add-identities", "split-identities")  # fmt: skip
 META_FILE = "facelab_meta.json"
 
 
@@ -96,7 +102,8 @@ def run(ws: Workspace, opts: FacesetOptions) -> Iterator[str]:
     handler = {
         "dump": _dump, "info": _info, "add-landmarks-debug": _landmarks_debug, "recover-filenames": _recover,
         "metadata-save": _meta_save, "metadata-restore": _meta_restore, "pack": _pack, "unpack": _unpack,
-        "resize": _resize, "export-masks": _export_masks,
+        "resize": _resize, "export-masks": _export_masks, "add-identities": _add_identities,
+        "split-identities": _split_identities,
     }[opts.action]  # fmt: skip
     summary, counts = yield from handler(folder, opts)
     return Report(f"faceset {opts.action}", summary, time.perf_counter() - started, counts)
@@ -132,6 +139,7 @@ def _info(folder: Path, opts: FacesetOptions):  # noqa: ANN202
     yield "face types: " + ", ".join(f"{k} {v}" for k, v in types.most_common())
     yield "image sizes: " + ", ".join(f"{k} {v}" for k, v in sizes.most_common())
     yield f"XSeg: {polys} faces with drawn polygons, {masks} with an applied mask"
+    yield from _identities_line(good, folder, opts)
     yield "yaw coverage (head turn, degrees):"
     counts, _ = np.histogram(np.clip(yaw_deg, -89.9, 89.9), YAW_EDGES_DEG)
     biggest = max(int(counts.max()), 1) if len(counts) else 1
@@ -148,6 +156,76 @@ def _info(folder: Path, opts: FacesetOptions):  # noqa: ANN202
     for face in bad:
         yield f"cannot be used: {face.name}: {why_unreadable(face)}"
     return f"{len(good)} faces in {folder}" + (f", {len(bad)} that cannot be used" if bad else ""), {"faces": len(good), "without_meta": len(bad), "polygons": polys, "masks": masks}
+
+
+def _identities_line(good: list[Face], folder: Path, opts: FacesetOptions) -> Iterator[str]:
+    from facelab.core.identity import clusters
+    from facelab.detect.identity import default_model, default_key, stored_identity
+
+    key = default_key()
+    emb = [e for f in good if (e := stored_identity(f.meta, key)) is not None]
+    if not emb:
+        yield f"identities: none from {key} (run the add_identities script to tell people apart)"
+        return
+    sizes = np.bincount(clusters(np.stack(emb), default_model().threshold))
+    shown = ", ".join(str(n) for n in sizes[:8]) + (" ..." if len(sizes) > 8 else "")
+    missing = f"; {len(good) - len(emb)} faces without one" if len(emb) < len(good) else ""
+    yield f"identities: {len(sizes)} {'person' if len(sizes) == 1 else 'people'} (faces each: {shown}){missing}"
+    if len(sizes) > 1 and opts.side == "src" and not opts.input_dir:
+        yield (f"warning: the src faceset holds {len(sizes)} people; training on mixed identities gives a blurred, "
+               "mixed face. Run the split_identities script and keep one person's folder")  # fmt: skip
+
+
+def _add_identities(folder: Path, opts: FacesetOptions):  # noqa: ANN202
+    from facelab.detect.base import create_identity
+    from facelab.detect.identity import stored_identity
+
+    if (folder / PACK_NAME).exists():
+        raise UserError(f"{folder} is packed: unpack it first (faceset_unpack), then add identities")
+    good, bad = _faces_with_meta(folder)
+    model = create_identity()
+    added = kept = unreadable = 0
+    for face in iterate(good, "identities", "face"):
+        if stored_identity(face.meta, model) is not None:
+            kept += 1
+            continue
+        img = decode_image(np.frombuffer(face.read_bytes(), np.uint8))
+        if img is None:
+            unreadable += 1
+            continue
+        emb = model.embed(img, [face.meta.landmarks])[0]
+        write_meta(face.path, replace(face.meta, identity=tuple(round(float(v), 5) for v in emb), identity_model=model.key))
+        added += 1
+    yield from ()
+    tail = (f", {kept} already had one" if kept else "") + (f", {unreadable + len(bad)} could not be read" if unreadable or bad else "")
+    return f"identities ({model.key}) added to {added} faces of {folder}{tail}", {"added": added, "kept": kept}
+
+
+def _split_identities(folder: Path, opts: FacesetOptions):  # noqa: ANN202
+    from facelab.core.identity import clusters
+    from facelab.detect.identity import default_model, faceset_identities
+
+    good, _ = _faces_with_meta(folder)
+    emb, have, missing = faceset_identities(good, folder)
+    labels = clusters(emb, default_model().threshold)
+    groups = [[good[have[i]] for i in np.flatnonzero(labels == k)] for k in range(int(labels.max()) + 1)]
+    outs = [_output_dir(folder, f"person_{k + 1}", opts.overwrite) for k in range(len(groups))]
+    for out, group in zip(outs, groups):
+        for old in list_images(out):
+            old.unlink()
+        for face in group:
+            _link_or_copy(face.path, out / face.name)
+    yield from (f"{out.name}: {len(group)} faces" for out, group in zip(outs, groups))
+    tail = f"; {len(missing)} faces without an identity were left out" if missing else ""
+    return (f"{len(have)} faces of {folder} in {len(groups)} people: {', '.join(o.name for o in outs)} (copies; the faceset "
+            f"is unchanged){tail}", {"people": len(groups), "faces": len(have)})  # fmt: skip
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        write_bytes_atomic(dst, src.read_bytes())
 
 
 def contact_sheet(faces: list[Face], cell: int = 96, columns: int = 20, limit: int = 400) -> np.ndarray:

@@ -32,7 +32,7 @@ from facelab.core.blend import (
 )  # fmt: skip
 from facelab.core.landmarks import FaceType, get_transform_mat, transform_points
 from facelab.errors import ConfirmationNeeded, UserError
-from facelab.io.faceset import load_faceset
+from facelab.io.faceset import Face, load_faceset
 from facelab.io.frames import encode_image, list_images, read_image, write_bytes_atomic, write_text_atomic
 from facelab.io.names import plain_file_name
 from facelab.labels import label_png
@@ -93,6 +93,14 @@ class MergeOptions:
                                  "faces within ~1/255 of fp32), else fp32")  # fmt: skip
     workers: int = option("Workers", 2, min=1, max=64, ask=False, help="compositing threads")
     overwrite: bool = option("Replace merged frames", False, ask=False, help="replace frames merged with another config")
+    person: int = option("Person", 0, min=0, max=999, ask=False,
+                         help="swap only this person: 1 = the one with the most faces in data_dst/aligned, as the "
+                              "split_identities script numbers them; 0 = everyone")  # fmt: skip
+    reference: str = option("Reference", "", ask=False,
+                            help="swap only this person: a photo, a folder of photos, or an aligned faceset")
+    reference_threshold: float = option("Reference threshold", 0.6, min=0.2, max=1.2, ask=False,
+                                        help="how far from the reference a face may be and still count as that person; "
+                                             "higher swaps more faces, look-alikes too")  # fmt: skip
     contact_sheet: bool = option("Colour contact sheet", False, ask=False,
                                  help="also write workspace/merge_contact_sheet.png: the first face under every colour transfer")  # fmt: skip
 
@@ -136,15 +144,53 @@ class FramePlan:
         return before, after
 
 
-def plan_frames(ws: Workspace, frames: list[Path], face_type: FaceType) -> FramePlan:
+def plan_frames(ws: Workspace, frames: list[Path], face_type: FaceType, opts: MergeOptions | None = None) -> FramePlan:
     faces: dict[str, list[np.ndarray]] = {}
-    for face in sorted(load_faceset(ws.aligned_dir("dst")), key=lambda f: f.name):
-        if face.meta is not None and face.meta.source_filename and face.meta.source_landmarks is not None:
-            faces.setdefault(Path(face.meta.source_filename).stem, []).append(face.meta.source_landmarks)
-    if not faces:
+    usable = [f for f in sorted(load_faceset(ws.aligned_dir("dst")), key=lambda f: f.name)
+              if f.meta is not None and f.meta.source_filename and f.meta.source_landmarks is not None]  # fmt: skip
+    if not usable:
         raise UserError(f"{ws.aligned_dir('dst')} has no faces: run 5_dst_faceset_extract first")
+    if opts is not None and (opts.person or opts.reference):
+        usable = chosen_person(usable, opts, ws.aligned_dir("dst"))
+    for face in usable:
+        faces.setdefault(Path(face.meta.source_filename).stem, []).append(face.meta.source_landmarks)
     centres = {stem: [_centre(lm, face_type) for lm in lms] for stem, lms in faces.items()}
     return FramePlan(frames, faces, centres, {f.stem: k for k, f in enumerate(frames)})
+
+
+def chosen_person(faces: list[Face], opts: MergeOptions, folder: Path) -> list[Face]:
+    """The faces of the one person `--person N` / `--reference PATH` names; a track goes with the
+    verdict of most of its faces (a profile or a blink does not drop a frame or two)."""
+    from facelab.core.identity import clusters, nearest
+    from facelab.detect.identity import default_model, faceset_identities
+
+    if opts.person and opts.reference:
+        raise UserError("give --person or --reference, not both")
+    emb, have, _ = faceset_identities(faces, folder)
+    if opts.reference:
+        from facelab.detect.base import create_detector, create_identity, create_landmarker
+        from facelab.detect.identity import reference_identities
+
+        refs = reference_identities(Path(opts.reference), create_identity(), create_detector("blazeface"), create_landmarker("facemesh68"))
+        picked, who = nearest(emb, refs) < opts.reference_threshold, f"the reference person ({opts.reference})"
+    else:
+        labels = clusters(emb, default_model().threshold)
+        if opts.person > labels.max() + 1:
+            raise UserError(f"--person {opts.person}: {folder} holds {labels.max() + 1} people (the split_identities script shows them)")
+        picked, who = labels == opts.person - 1, f"person {opts.person}"
+    votes: dict[int, list[bool]] = {}
+    for i, k in enumerate(have):
+        if faces[k].meta.track_id is not None:
+            votes.setdefault(faces[k].meta.track_id, []).append(bool(picked[i]))
+    chosen = []
+    for i, k in enumerate(have):
+        track = faces[k].meta.track_id
+        if (np.mean(votes[track]) > 0.5) if track is not None else picked[i]:
+            chosen.append(faces[k])
+    if not chosen:
+        raise UserError(f"no face of {who} in {folder}: check the reference, or raise --reference-threshold")
+    log.info("swapping %s only: %d of %d faces", who, len(chosen), len(faces))
+    return chosen
 
 
 @dataclass
@@ -254,6 +300,8 @@ def prepare_output(ws: Workspace, opts: MergeOptions, cfg: MergeConfig, per_fram
     merged_dir.mkdir(parents=True, exist_ok=True)
     mask_dir.mkdir(parents=True, exist_ok=True)
     session = {"config": asdict(cfg), "model": swapper.folder.name, "iteration": swapper.iteration, "window": opts.interactive}
+    if opts.person or opts.reference:  # another choice of person is another merge
+        session["person"] = opts.person or opts.reference
     if per_frame:
         session["frames"] = {stem: asdict(c) for stem, c in per_frame.items() if c != cfg}
     session_path = merged_dir / SESSION
@@ -341,7 +389,7 @@ def merge(ws: Workspace, opts: MergeOptions) -> Report:
     if not frames:
         raise UserError(f"{ws.frames_dir('dst')} has no frames: run 3_extract_images_dst first")
     swapper = load_swapper(ws, opts)
-    plan = plan_frames(ws, frames, swapper.face_type)
+    plan = plan_frames(ws, frames, swapper.face_type, opts)
     per_frame: dict[str, MergeConfig] = {}
     if opts.interactive:
         _ask_before_replacing_a_batch_merge(ws, opts, swapper)
@@ -414,7 +462,8 @@ def _interactive(ws: Workspace, opts: MergeOptions, cfg: MergeConfig, swapper: S
         target = ws.root / f"merge_contact_sheet_{stems[i]}.png"
         return write_contact_sheet(target, img, items, c), str(target)
 
-    finished, index = run_merger_window(stems, configs, render, cfg, index, contact_sheet=sheet)
+    who = f"person {opts.person}" if opts.person else f"the reference person ({Path(opts.reference).name})" if opts.reference else ""
+    finished, index = run_merger_window(stems, configs, render, cfg, index, contact_sheet=sheet, swapping=who)
     last = cfg
     for stem in stems:  # frames never shown take the config of the frame before them, as in the window
         last = configs.setdefault(stem, last)

@@ -28,6 +28,7 @@ from typing import Callable, Sequence
 import cv2
 import numpy as np
 
+from facelab.core.identity import dissimilarity
 from facelab.core.landmarks import estimate_pitch_yaw_roll
 from facelab.core.masks import hull_mask
 from facelab.core.ordering import (
@@ -61,6 +62,8 @@ METHODS = {
     "origname": "by the frame each face came from",
     "oneface": "trash every face of frames that have more than one face",
     "absdiff": "similar-looking faces next to each other (or the most dissimilar first)",
+    "face": "the same person's faces next to each other (by identity, as faceswap's 'face')",
+    "face-dissim": "faces least like the faceset's main person first: other people and failed detections",
     "best": "keep a target number of the sharpest faces spread over yaw and pitch; the rest to trash",
     "best-fast": "as best, with face size instead of sharpness (faster)",
 }
@@ -227,7 +230,23 @@ def sort_faces(faces: Sequence[Face], opts: SortOptions) -> Ordering:
         return Ordering([ok[i] for i in order], bad)
     if by in ("best", "best-fast"):
         return _best(faces, opts.target_count, fast=by == "best-fast")
+    if by in ("face", "face-dissim"):
+        return _by_identity(faces, dissimilar=by == "face-dissim")
     raise UserError(f"unknown sort method {by!r}; use one of {', '.join(METHODS)}")
+
+
+def _by_identity(faces: Sequence[Face], dissimilar: bool) -> Ordering:
+    """By the stored identities: a nearest-neighbour chain, or the distance to the main person.
+    Faces without an identity of the current model come last (nothing goes to the trash)."""
+    from facelab.detect.identity import default_model, faceset_identities
+
+    folder = faces[0].path.parent if faces and faces[0].path is not None else Path("the faceset")
+    emb, have, missing = faceset_identities(faces, folder)
+    if dissimilar:
+        order = list(np.argsort(-dissimilarity(emb, default_model().threshold), kind="stable"))
+    else:
+        order = chain_in_chunks(emb, squared_distance_matrix, CHAIN_CHUNK)
+    return Ordering([have[i] for i in order] + missing, [])
 
 
 def _oneface(faces: Sequence[Face]) -> Ordering:

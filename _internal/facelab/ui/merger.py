@@ -27,7 +27,7 @@ NAV_SHIFTED = {"<": ",", ">": ".", "?": "/", "M": "m", "V": "v", "+": "="}
 
 class MergerWindow(QWidget):
     def __init__(self, stems: list[str], configs: dict[str, MergeConfig], render: Render, default: MergeConfig, index: int = 0,
-                 contact_sheet: Sheet | None = None):  # fmt: skip
+                 contact_sheet: Sheet | None = None, swapping: str = ""):  # fmt: skip
         super().__init__()
         self.stems, self.configs, self.render, self.default = stems, configs, render, default
         self.contact_sheet = contact_sheet
@@ -37,6 +37,7 @@ class MergerWindow(QWidget):
         self.error = ""  # shown over the frame when the config cannot be rendered
         self.autorun = False  # Shift+.: step through the remaining frames on its own (DFL)
         self._qimage: QImage | None = None
+        self.swapping = f" - swapping {swapping} only" if swapping else ""  # --person / --reference
         self.setWindowTitle("FaceLab merger")
         self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
         self.resize(960, 600)
@@ -62,7 +63,7 @@ class MergerWindow(QWidget):
         if self.mask_view:
             image = np.repeat(mask[:, :, None], 3, 2)
         self._show(image)
-        self.setWindowTitle(f"FaceLab merger - frame {self.index + 1}/{len(self.stems)} ({self.stems[self.index]}) - "
+        self.setWindowTitle(f"FaceLab merger - frame {self.index + 1}/{len(self.stems)} ({self.stems[self.index]}){self.swapping} - "
                             f"{cfg.mode}, mask {cfg.mask_mode}, colour {cfg.color_transfer} - Tab: keys, Esc: merge all")  # fmt: skip
 
     def show_contact_sheet(self) -> None:
@@ -175,12 +176,12 @@ class MergerWindow(QWidget):
 
 
 def run_merger_window(stems: list[str], configs: dict[str, MergeConfig], render: Render, default: MergeConfig, index: int = 0,
-                      contact_sheet: Sheet | None = None) -> tuple[bool, int]:  # fmt: skip
+                      contact_sheet: Sheet | None = None, swapping: str = "") -> tuple[bool, int]:  # fmt: skip
     """Show the window until Esc (True: merge everything) or closing it (False); returns (done, frame index)."""
     from PySide6.QtCore import QEventLoop
 
     _app = QApplication.instance() or QApplication([])  # noqa: F841 - must exist (and live) before any widget
-    window = MergerWindow(stems, configs, render, default, index, contact_sheet)
+    window = MergerWindow(stems, configs, render, default, index, contact_sheet, swapping)
     loop = QEventLoop()
     window.destroyed.connect(loop.quit)
     window.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
