@@ -85,7 +85,7 @@ def window_timing(ws: Workspace, device: str, quiet: bool = False) -> dict:
 
     times: dict[str, list[float]] = {"first": [], "key": []}
 
-    def fake_window(stems, configs, render, default, index=0, contact_sheet=None):  # noqa: ANN001, ANN202
+    def fake_window(stems, configs, render, default, index=0, contact_sheet=None, swapping=""):  # noqa: ANN001, ANN202
         for i in range(3):
             t = time.perf_counter()
             render(i, default)

@@ -35,7 +35,7 @@ def rows(results: list[dict]) -> list[tuple[str, str, str, str, str]]:
         if "error" in r:
             out.append((r["bench"], "error", r["error"], "", dev))
         elif r["bench"] == "extract" and "frames_per_s" in r:
-            what = f"extract 720p, {r['frame_format']} frames, smoothing {'on' if r['smooth'] else 'off'}"
+            what = f"extract 720p, {r['frame_format']} frames, smoothing {'on' if r['smooth'] else 'off'}, identities {'on' if r.get('identity', True) else 'off'}"
             out.append(("extract", what, f"{r['frames_per_s']} frames/s", DFL[("extract", "end to end")], dev))
         elif r["bench"] == "train" and "ms_per_iter" in r:
             name = r["archi"] + (" quick96" if r["model"] == "quick96" else "")

@@ -221,9 +221,9 @@ def test_interactive_merger_window_configs_per_frame_and_session(merged_ws, tmp_
     seen = {}
 
     def driver(keys):
-        def run(stems, configs, render, default, index=0, contact_sheet=None):
+        def run(stems, configs, render, default, index=0, contact_sheet=None, swapping=""):
             QApplication.instance() or QApplication([])
-            w = merger.MergerWindow(stems, configs, render, default, index, contact_sheet)
+            w = merger.MergerWindow(stems, configs, render, default, index, contact_sheet, swapping)
             w.show()
             seen.update(start=w.index, configs=dict(configs))
             for key in keys:
@@ -334,9 +334,9 @@ def test_merge_with_xseg_mask_modes(merged_ws, script, tmp_path, monkeypatch):
         frame.unlink()
     seen = {}
 
-    def driver(stems, configs, render, default, index=0, contact_sheet=None):  # noqa: ANN001, ANN202
+    def driver(stems, configs, render, default, index=0, contact_sheet=None, swapping=""):  # noqa: ANN001, ANN202
         QApplication.instance() or QApplication([])
-        w = merger.MergerWindow(stems, configs, render, default, index, contact_sheet)
+        w = merger.MergerWindow(stems, configs, render, default, index, contact_sheet, swapping)
         for _ in range(5):  # dst -> ... -> xseg-prd
             QTest.keyClick(w, "x")
         seen.update(mode=w.config().mask_mode, error=w.error)

@@ -162,6 +162,8 @@ def test_manual_only_mode_writes_the_faces_placed(ws, media, fake_user):
     faces = list_images(ws.aligned_dir("src"))
     assert [p.name for p in faces] == ["biden_0.jpg", "obama_0.jpg"]
     assert read_meta(faces[0]).extra["detector"] == "manual"
+    biden, obama = (np.array(read_meta(f).identity) for f in faces)  # faces placed by hand are told apart too
+    assert read_meta(faces[0]).identity_model == "dlib-resnet/v1" and np.linalg.norm(biden - obama) > 0.6
 
 
 def test_manual_fix_is_shown_only_frames_without_a_face(ws, media, fake_user):

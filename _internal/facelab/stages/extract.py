@@ -290,6 +290,9 @@ def _prepare(ws: Workspace, opts: ExtractOptions) -> tuple[_Job, list[Path]]:
     if opts.reference and not Path(opts.reference).expanduser().exists():
         raise UserError(f"the reference {opts.reference} does not exist: give a photo of the person, a folder of photos, "
                         "or an aligned faceset")  # fmt: skip
+    if opts.reference and Path(opts.reference).expanduser().resolve().is_relative_to(aligned_dir.resolve()):
+        raise UserError(f"the reference {opts.reference} is inside {aligned_dir}, which this extraction rewrites: "
+                        "copy the reference faces elsewhere first")  # fmt: skip
     frames = list_images(frames_dir)
     if not frames:
         raise UserError(f"{frames_dir} has no frames: run {'2_extract_images_src' if side == 'src' else '3_extract_images_dst'} first")
@@ -367,6 +370,12 @@ def _manual_faces(frames: list[Path], job: _Job) -> None:
     from facelab.ui import manual  # Qt is imported only when a window is really opened
 
     results = manual.run_manual_pass(frames, landmarker_for, job.face_type, job.size)
+    identity = None
+    if opts.identity and results:
+        from facelab.detect.base import create_identity
+
+        identity = create_identity()
+        job.writer.identity_key = identity.key
     for path in frames:
         placed = results.get(path.name)
         if placed is None:
@@ -375,7 +384,10 @@ def _manual_faces(frames: list[Path], job: _Job) -> None:
         if image is None:
             continue
         rect, lm = placed
-        job.counts.faces += job.writer.write(path, image, [_Face(Detection(rect, 1.0), lm)], [lm])
+        face = _Face(Detection(rect, 1.0), lm)
+        if identity is not None:  # a face placed by hand is its own track: its identity is its own
+            face.identity = identity.embed(image, [lm])[0]
+        job.counts.faces += job.writer.write(path, image, [face], [lm])
         job.counts.manual += 1
 
 

@@ -6,7 +6,9 @@ anything else is refused before it can run), and writes a FaceLab checkpoint gen
 same iteration into `workspace/model/<name>_<Model>/`. Training then continues from there with the
 same options. DFL's optimiser state is not carried over (AdaBelief restarts its moments, as after
 DFL's own "reset optimizer"); DFL's preview samples are not needed.
-XSeg models come with the XSeg issue.
+XSeg models (`XSeg_data.dat` + `XSeg_256.npy`, DFL's generic XSeg too; `XSeg_256_opt.npy` is not
+needed) become `workspace/model/XSeg/`: applying, merging with the `xseg-*` mask modes and
+`5_xseg_train` then use it (RMSprop restarts its moments).
 """
 
 from __future__ import annotations
@@ -40,12 +42,13 @@ class ImportOptions:
 
 
 def find_dfl_models(folder: Path) -> list[tuple[str, str]]:
-    """(name, kind) of each DFL model in `folder`, from its `<name>_<Kind>_data.dat`."""
+    """(name, kind) of each DFL model in `folder`, from its `<name>_<Kind>_data.dat` (XSeg's has
+    no name: `XSeg_data.dat`)."""
     found = []
     for path in sorted(folder.glob("*_data.dat")):
-        m = re.fullmatch(r"(.+)_(SAEHD|Quick96|XSeg|AMP)_data\.dat", path.name)
+        m = re.fullmatch(r"(?:(.+)_)?(SAEHD|Quick96|XSeg|AMP)_data\.dat", path.name)
         if m:
-            found.append((m.group(1), m.group(2)))
+            found.append((m.group(1) or "", m.group(2)))
     return found
 
 
@@ -104,15 +107,7 @@ def import_model(folder: Path, name: str, kind: str, target_root: Path, overwrit
     net = create_model(model, arch)
     load_dfl_weights(net, folder, prefix, arch.kind)
     target = target_root / f"{name}_{kind}"
-    if checkpoint.generations(target) and not overwrite:
-        raise UserError(f"{target} already holds a FaceLab model: pass --overwrite to replace it, or --name another")
-    if checkpoint.generations(target):  # set aside, not deleted: its newer generations would shadow the import
-        import time as _time
-
-        kept = target / f"replaced_{_time.strftime('%Y%m%d_%H%M%S')}"
-        kept.mkdir()
-        (target / "checkpoints").rename(kept / "checkpoints")
-        log.info("the model it replaces is kept in %s", kept)
+    _make_room(target, overwrite)
     iteration = data["iter"]
     history = data["loss_history"][-100_000:]
     state = {
@@ -129,6 +124,50 @@ def import_model(folder: Path, name: str, kind: str, target_root: Path, overwrit
     return target, iteration
 
 
+def _make_room(target: Path, overwrite: bool) -> None:
+    """Refuse to import over a FaceLab model, unless `overwrite`: then its checkpoints are set
+    aside in `replaced_<time>/`, not deleted (its newer generations would shadow the import)."""
+    if not checkpoint.generations(target):
+        return
+    if not overwrite:
+        raise UserError(f"{target} already holds a FaceLab model: pass --overwrite to replace it, or --name another")
+    kept = target / f"replaced_{time.strftime('%Y%m%d_%H%M%S')}"
+    kept.mkdir()
+    (target / "checkpoints").rename(kept / "checkpoints")
+    log.info("the model it replaces is kept in %s", kept)
+
+
+def import_xseg(folder: Path, target_root: Path, overwrite: bool = False) -> tuple[Path, int]:
+    """DFL's XSeg model folder -> `<target_root>/XSeg` (a FaceLab XSeg checkpoint at DFL's iteration)."""
+    from facelab.models.dfl_import import load_dfl_xseg
+    from facelab.models.registry import create_model
+    from facelab.training.xseg import RUN_ONLY, XSegTrainOptions
+
+    data = read_model_data(folder / "XSeg_data.dat")
+    weights = sorted(p for p in folder.glob("XSeg_*.npy") if re.fullmatch(r"XSeg_\d+\.npy", p.name))
+    if not weights:
+        raise UserError(f"{folder} has XSeg_data.dat but no XSeg_256.npy (the network's weights): copy the whole DFL model folder")
+    resolution = int(weights[0].stem.split("_")[1])
+    dfl = data["options"]
+    wanted = {"face_type": dfl.get("face_type", "wf"), "pretrain": bool(dfl.get("pretrain", False)),
+              "batch_size": min(max(int(dfl.get("batch_size") or 4), 2), 16), "resolution": resolution, "base": 32}  # fmt: skip
+    opts = options_from_dict(XSegTrainOptions, wanted)
+    net = create_model("xseg", opts.base, resolution)
+    load_dfl_xseg(net, weights[0])
+    target = target_root / "XSeg"
+    _make_room(target, overwrite)
+    state = {
+        "model": "xseg",
+        "options": {k: v for k, v in options_to_dict(opts).items() if k not in RUN_ONLY},
+        "seed": int(np.random.default_rng().integers(1, 2**31)),
+        "loss_history": data["loss_history"][-100_000:],
+        "optimizer_step": 0,
+        "imported_from": {"dfl_folder": str(folder), "name": "XSeg", "iteration": data["iter"]},
+    }
+    checkpoint.save(target, data["iter"], {f"model.{k}": v for k, v in net.state_dict().items()}, {}, state)
+    return target, data["iter"]
+
+
 def import_dfl_model(ws: Workspace, opts: ImportOptions) -> Report:
     started = time.perf_counter()
     ws.require()
@@ -139,15 +178,19 @@ def import_dfl_model(ws: Workspace, opts: ImportOptions) -> Report:
         raise UserError(f"{folder} is not a folder: give DeepFaceLab's workspace/model folder")
     models = [(n, k) for n, k in find_dfl_models(folder) if not opts.name or n == opts.name]
     if not models:
-        raise UserError(f"no DFL model in {folder}" + (f" named {opts.name}" if opts.name else "") + " (looked for <name>_SAEHD_data.dat)")
+        raise UserError(f"no DFL model in {folder}" + (f" named {opts.name}" if opts.name else "") + " (looked for <name>_SAEHD_data.dat, XSeg_data.dat)")
     done, skipped = [], []
     for name, kind in models:
-        if kind not in KINDS:
-            skipped.append(f"{name}_{kind} ({kind} import is not built yet)")
+        label = f"{name}_{kind}" if name else kind
+        if kind == "XSeg":
+            target, iteration = import_xseg(folder, ws.model_dir, opts.overwrite)
+        elif kind in KINDS:
+            target, iteration = import_model(folder, name, kind, ws.model_dir, opts.overwrite)
+        else:
+            skipped.append(f"{label} ({kind} import is not built yet)")
             continue
-        target, iteration = import_model(folder, name, kind, ws.model_dir, opts.overwrite)
-        log.info("imported %s_%s at iteration %d -> %s", name, kind, iteration, target)
-        done.append(f"{name}_{kind} (iteration {iteration})")
+        log.info("imported %s at iteration %d -> %s", label, iteration, target)
+        done.append(f"{label} (iteration {iteration})")
     if not done:
         raise UserError(f"nothing imported from {folder}: " + "; ".join(skipped))
     summary = f"imported {', '.join(done)} into {ws.model_dir}" + (f"; skipped {', '.join(skipped)}" if skipped else "")

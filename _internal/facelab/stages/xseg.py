@@ -127,23 +127,28 @@ def _apply(ws: Workspace, opts: XSegOptions) -> tuple[str, dict]:
         faces = [f for f in load_faceset(folder) if f.meta is not None and f.path is not None]
         for chunk_start in iterate(list(range(0, len(faces), 8)), f"apply XSeg to {folder.name}", "batch"):
             chunk = faces[chunk_start : chunk_start + 8]
-            crops, mats = [], []
+            crops, mats, types = [], [], []
             for face in chunk:
-                img = decode_image(face.read_bytes())
+                img = decode_image(face.read_bytes()).astype(np.float32) / 255
                 h, w = img.shape[:2]
                 meta = face.meta
                 if meta.face_type != model_type and meta.image_to_face_mat is not None and meta.source_landmarks is not None:
                     new = get_transform_mat(meta.source_landmarks, res, model_type)
                     m = (np.vstack([new, [0, 0, 1]]) @ np.vstack([cv2.invertAffineTransform(meta.image_to_face_mat), [0, 0, 1]]))[:2]
-                else:
+                    crops.append(cv2.warpAffine(img, m, (res, res), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE))
+                    types.append(meta.face_type)
+                else:  # as DFL's apply: the float face resized with Lanczos, not clipped
                     m = np.array([[res / w, 0, 0], [0, res / h, 0]])
-                crops.append(cv2.warpAffine(img, m, (res, res), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE))
+                    crops.append(img if (w, h) == (res, res) else cv2.resize(img, (res, res), interpolation=cv2.INTER_LANCZOS4))
+                    types.append(model_type)
                 mats.append((m, (w, h)))
-            x = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float().to(device) / 255
+            x = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).to(device)
             masks = net.predict(x)[:, 0].cpu().numpy()
-            for face, mask, (m, (w, h)) in zip(chunk, masks, mats):
-                back = cv2.warpAffine(mask, cv2.invertAffineTransform(m), (w, h), flags=cv2.INTER_LINEAR)
-                write_meta(face.path, face.meta.with_xseg_mask((back > 0.5).astype(np.float32)))
+            for face, mask, (m, (w, h)), crop_type in zip(chunk, masks, mats, types):
+                if crop_type != model_type:  # back into the face's own framing; stored at the model's size, as DFL
+                    back = cv2.warpAffine(mask, cv2.invertAffineTransform(m), (w, h), flags=cv2.INTER_LINEAR)
+                    mask = cv2.resize(back, (res, res), interpolation=cv2.INTER_LANCZOS4)
+                write_meta(face.path, face.meta.with_xseg_mask((mask >= 0.5).astype(np.float32)))
                 done += 1
         skipped += sum(1 for f in load_faceset(folder) if f.meta is None)
     return f"XSeg masks applied to {done} faces ({model_type.dfl_name}, {res} px model)", {"faces": done, "skipped": skipped}
