@@ -82,3 +82,27 @@ def copy_workspace(ws: Workspace, target: Path) -> Workspace:
 
     shutil.copytree(ws.root, target)
     return Workspace.at(target)
+
+
+@pytest.fixture(autouse=True)
+def _delete_windows():
+    """Windows a test made are closed and deleted when it ends, on the main thread. A widget left
+    to the garbage collector may be collected later in any thread (a stage's writer thread); its
+    destructor then waits for the GUI thread, which waits for that writer, and the run hangs."""
+    yield
+    if "PySide6.QtWidgets" not in sys.modules:
+        return
+    import gc
+
+    from PySide6.QtCore import QCoreApplication, QEvent
+    from PySide6.QtWidgets import QApplication
+
+    app = QApplication.instance()
+    if app is None:
+        return
+    for widget in QApplication.topLevelWidgets():
+        widget.close()
+        widget.deleteLater()
+    QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
+    app.processEvents()
+    gc.collect()

@@ -42,4 +42,17 @@ def test_random_transfers_have_dfls_statistics(mode, key):
 
 
 def test_merger_registry_has_every_dfl_mode():
-    assert set(C.list_colors()) == {"none", "rct", "lct", "mkl", "mkl-m", "idt", "idt-m", "sot-m", "mix-m"}
+    assert set(C.list_colors()) == {"none", "rct", "lct", "mkl", "mkl-m", "idt", "idt-m", "sot-m", "mix-m", "avg-color"}
+
+
+def test_avg_color_matches_the_mean_colour_inside_the_mask_only():
+    rng = np.random.default_rng(0)
+    target = rng.uniform(0.2, 0.5, (64, 64, 3)).astype(np.float32)
+    source = rng.uniform(0.4, 0.8, (64, 64, 3)).astype(np.float32)
+    mask = np.zeros((64, 64, 1), np.float32)
+    mask[16:48, 16:48] = 1
+    source[mask[..., 0] == 0] = 0  # outside the mask the source is black: it must not count
+    out = C.create_color("avg-color")(target, source, mask)
+    inside = mask[..., 0] == 1
+    assert np.allclose(out[inside].mean(0), source[inside].mean(0), atol=1e-5)
+    assert np.allclose(out - target, (out - target)[0, 0], atol=1e-6)  # one shift per channel, no other change

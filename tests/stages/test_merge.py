@@ -166,6 +166,25 @@ def test_every_mask_mode_with_erode_blur_and_scale(train_workspace, mask_mode):
     assert np.abs(mask - plain).max() > 0.5, "erode/blur/scale left the mask as it was"
 
 
+def test_extended_mask_with_avg_color_changes_only_pixels_inside_the_extended_mask(train_workspace):
+    """faceswap's convert settings: the `extended` landmark mask and `avg-color`."""
+    from facelab.core.masks import extended_mask
+
+    frame, item = _face(train_workspace)
+    out, mask = merge_face(frame, item, MergeConfig(mask_mode="extended", color_transfer="avg-color"))
+    mat = get_transform_mat(item.landmarks, 64, FaceType.FULL)
+    face_space = extended_mask((64, 64), cv2.transform(item.landmarks[None].astype(np.float64), mat)[0])[..., 0]
+    in_frame = cv2.warpAffine(face_space, mat, frame.shape[1::-1], flags=cv2.WARP_INVERSE_MAP | cv2.INTER_LINEAR)
+    m = mask[..., 0] if mask.ndim == 3 else mask
+    assert np.array_equal(out[m == 0], frame[m == 0])  # nothing changes where the merge's mask is 0
+    near = cv2.dilate((in_frame > 0).astype(np.uint8), np.ones((9, 9), np.uint8)) > 0
+    assert (m[~near] == 0).all()  # and that mask is the extended mask (up to its resampling)
+    inside = in_frame > 0.99
+    assert np.abs(out - frame)[inside].mean() > 0.01
+    _, hull = merge_face(frame, item, MergeConfig(mask_mode="dst"))
+    assert 0.9 < (mask > 0.5).sum() / max(1, (hull > 0.5).sum()) < 1.1  # extended ~ DFL's hull
+
+
 POST_EFFECTS = {
     "motion blur": dict(motion_blur_power=100), "sharpen": dict(sharpen_mode="gaussian", blursharpen_amount=30),
     "blur": dict(sharpen_mode="box", blursharpen_amount=-30), "denoise": dict(image_denoise_power=200),

@@ -24,7 +24,7 @@ def test_key_map_steps_cycles_and_clamps_as_dfl():
     assert apply_key(replace(c, blur=2), "d", shift=True).blur == 0  # clamped at 0
     assert apply_key(replace(c, hist_match_threshold=254), "q", shift=True).hist_match_threshold == 255
     assert apply_key(c, "x").mask_mode == MASK_MODES[MASK_MODES.index(c.mask_mode) + 1]
-    assert apply_key(replace(c, mask_mode="all"), "x").mask_mode == "full"  # wraps
+    assert apply_key(replace(c, mask_mode=MASK_MODES[-1]), "x").mask_mode == "full"  # wraps
     assert apply_key(c, "c").color_transfer == "lct" and apply_key(c, "n").sharpen_mode == "box"
     assert apply_key(c, "z").masked_hist_match is not c.masked_hist_match
     assert apply_key(replace(c, color_degrade_power=7), ":").color_degrade_power == 2  # Shift+; = -5

@@ -23,13 +23,13 @@ import numpy as np
 
 from facelab.core.color import color_hist_match, create_color, masked_hist_match_inputs
 from facelab.core.landmarks import FaceType, get_transform_mat, transform_points
-from facelab.core.masks import hull_mask
+from facelab.core.masks import LANDMARK_MASKS, hull_mask
 from facelab.core.registry import Registry
 
 MODES = Registry("merge mode")
 MASK_MODES = ("full", "dst", "learned-prd", "learned-dst", "learned-prd*dst", "learned-prd+dst",
-              "xseg-prd", "xseg-dst", "xseg-prd*dst", "all")  # fmt: skip
-COLOR_MODES = ("none", "rct", "lct", "mkl", "mkl-m", "idt", "idt-m", "sot-m", "mix-m")
+              "xseg-prd", "xseg-dst", "xseg-prd*dst", "all", "components", "extended")  # fmt: skip
+COLOR_MODES = ("none", "rct", "lct", "mkl", "mkl-m", "idt", "idt-m", "sot-m", "mix-m", "avg-color")
 SHARPEN_MODES = ("none", "box", "gaussian")
 RANGES = {  # the numeric merge settings: (lowest, highest), as DFL's merger clamps them
     "erode": (-400, 400), "blur": (0, 400), "motion_blur_power": (0, 100), "output_face_scale": (-50, 50),
@@ -122,6 +122,9 @@ def face_mask(face: FaceInput, cfg: MergeConfig) -> np.ndarray:
     elif m == "dst":
         lm = transform_points(face.landmarks, get_transform_mat(face.landmarks, s, face.face_type))
         mask = hull_mask((s, s), lm)[..., 0]
+    elif m in LANDMARK_MASKS:  # faceswap's landmark masks
+        lm = transform_points(face.landmarks, get_transform_mat(face.landmarks, s, face.face_type))
+        mask = LANDMARK_MASKS[m]((s, s), lm)[..., 0]
     elif m.startswith("learned"):
         prd, dst = face.pred_face_mask, face.dst_mask
         mask = {"learned-prd": prd, "learned-dst": dst, "learned-prd*dst": prd * dst,

@@ -169,6 +169,18 @@ def masked_hist_match_inputs(target: np.ndarray, source: np.ndarray, mask: np.nd
     return a, b
 
 
+def avg_color(target: np.ndarray, source: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    """faceswap's `avg-color`: shift each channel of `target` by the mean difference to `source`
+    inside the mask (twice, as faceswap does), so the mean colours match there."""
+    weights = np.ones(target.shape[:2] + (1,), np.float32) if mask is None else np.asarray(mask, np.float32).reshape(target.shape[:2] + (1,))
+    if weights.sum() <= 0:
+        weights = np.ones_like(weights)
+    out = target.astype(np.float32).copy()
+    for _ in range(2):
+        out += ((source - out) * weights).sum((0, 1)) / weights.sum()
+    return np.clip(out, 0, 1)
+
+
 def _binary(mask: np.ndarray) -> np.ndarray:
     return (mask >= 0.5).astype(np.float32)
 
@@ -184,3 +196,4 @@ register_color("idt")(lambda target, source, mask, rng=None: color_transfer_idt(
 register_color("idt-m")(lambda target, source, mask, rng=None: color_transfer_idt(target * _binary(mask), source * _binary(mask), rng=rng))
 register_color("sot-m")(lambda target, source, mask, rng=None: np.clip(color_transfer_sot(target * _binary(mask), source * _binary(mask), batch_size=30, rng=rng), 0, 1))
 register_color("mix-m")(lambda target, source, mask, rng=None: color_transfer_mix(target * _binary(mask), source * _binary(mask), rng=rng))
+register_color("avg-color")(lambda target, source, mask, rng=None: avg_color(target, source, mask))

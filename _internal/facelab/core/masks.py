@@ -1,7 +1,9 @@
 """Face masks from landmarks and polygons (dfl-spec §3 polygons, §4 "Masks").
 
 All masks are float32 H x W x 1 in [0, 1], as DFL returns them; checked against
-`dfl-golden/landmarks.npz` (hull, eyes, mouth) and `dfl-golden/dfljpg` (polygons).
+`dfl-golden/landmarks.npz` (hull, eyes, mouth) and `dfl-golden/dfljpg` (polygons). faceswap's
+landmark masks (`components`, `extended`) against the masks faceswap stored in
+`faceswap-golden/`.
 """
 
 from __future__ import annotations
@@ -34,15 +36,51 @@ def hull_mask(shape_hw: Sequence[int], landmarks: Landmarks68, eyebrows_expand_m
     h, w = int(shape_hw[0]), int(shape_hw[1])
     mask = np.zeros((h, w, 1), np.float32)
     lm = expand_eyebrows(landmarks, eyebrows_expand_mod)
-    parts = [
+    for part in _parts(lm):
+        pts = np.concatenate(part).astype(np.int32)
+        cv2.fillConvexPoly(mask, cv2.convexHull(pts), (1,))
+    return mask
+
+
+def _parts(lm: np.ndarray) -> list[tuple[np.ndarray, ...]]:
+    """The eight convex face parts (DFL's hull and faceswap's landmark masks share them)."""
+    return [
         (lm[0:9], lm[17:18]), (lm[8:17], lm[26:27]), (lm[17:20], lm[8:9]), (lm[24:27], lm[8:9]),
         (lm[19:25], lm[8:9]), (lm[17:22], lm[27:28], lm[31:36], lm[8:9]),
         (lm[22:27], lm[27:28], lm[31:36], lm[8:9]), (lm[27:31], lm[31:36]),
     ]  # fmt: skip
-    for part in parts:
-        pts = np.concatenate(part).astype(np.int32)
-        cv2.fillConvexPoly(mask, cv2.convexHull(pts), (1,))
+
+
+def components_mask(shape_hw: Sequence[int], landmarks: Landmarks68) -> np.ndarray:
+    """faceswap's `components` mask: the eight face parts' hulls, brows where they are,
+    anti-aliased (points rounded, as faceswap draws them)."""
+    return _landmark_mask(shape_hw, np.asarray(landmarks, np.float64))
+
+
+def extended_mask(shape_hw: Sequence[int], landmarks: Landmarks68) -> np.ndarray:
+    """faceswap's `extended` mask: `components` with the brows raised above the eyes by half
+    their distance (faceswap's float maths: floor division of the midpoints)."""
+    lm = np.asarray(landmarks, np.float64).copy()
+    ml, mr = (lm[36] + lm[0]) // 2, (lm[16] + lm[45]) // 2
+    ql, qr = (lm[36] + ml) // 2, (lm[45] + mr) // 2
+    bot_l = np.array([ql, lm[36], lm[37], lm[38], lm[39]])
+    bot_r = np.array([lm[42], lm[43], lm[44], lm[45], qr])
+    top_l, top_r = lm[17:22].copy(), lm[22:27].copy()
+    lm[17:22] = top_l + (top_l - bot_l) // 2
+    lm[22:27] = top_r + (top_r - bot_r) // 2
+    return _landmark_mask(shape_hw, lm)
+
+
+def _landmark_mask(shape_hw: Sequence[int], lm: np.ndarray) -> np.ndarray:
+    h, w = int(shape_hw[0]), int(shape_hw[1])
+    mask = np.zeros((h, w, 1), np.float32)
+    for part in _parts(lm):
+        pts = np.rint(np.concatenate(part)).astype(np.int32)
+        cv2.fillConvexPoly(mask, cv2.convexHull(pts), (1.0,), lineType=cv2.LINE_AA)
     return mask
+
+
+LANDMARK_MASKS = {"components": components_mask, "extended": extended_mask}
 
 
 def _feature_mask(shape_hw: Sequence[int], groups: Iterable[np.ndarray]) -> np.ndarray:

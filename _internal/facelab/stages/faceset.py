@@ -44,7 +44,7 @@ import numpy as np
 from facelab.core.landmarks import (
     FACE_TYPE_CHOICES, FaceType, compose_affine, estimate_pitch_yaw_roll, reframe_face, transform_points,
 )  # fmt: skip
-from facelab.core.masks import polygons_mask
+from facelab.core.masks import LANDMARK_MASKS, polygons_mask
 from facelab.core.overlay import PITCH_EDGES_DEG, YAW_EDGES_DEG, draw_face_debug, yaw_pitch_plot
 from facelab.errors import ConfirmationNeeded, UserError
 from facelab.io.faceimage import FaceMeta, FaceMetaError, XSegPolygon, write_face, write_meta
@@ -77,6 +77,9 @@ class FacesetOptions:
     delete_originals: bool = option("Delete original files after packing", True, ask=lambda v: v["action"] == "pack",
                                     help="pack: remove the loose face files once the pack is written and checked")  # fmt: skip
     overwrite: bool = option("Overwrite", False, ask=False, help="replace existing output without asking")
+    mask: str = option("Mask", "xseg", choices=("xseg", *LANDMARK_MASKS), ask=False,
+                       help="export-masks: the applied XSeg mask (else the drawn polygons), or faceswap's landmark "
+                            "masks (components, extended)")  # fmt: skip
     replace_bigger: bool = option("Replace a bigger pack", False, ask=False,
                                   help="pack: replace a pack that holds more faces than the folder has")  # fmt: skip
 
@@ -281,6 +284,15 @@ def _recover(folder: Path, opts: FacesetOptions):  # noqa: ANN202
 def _export_masks(folder: Path, opts: FacesetOptions):  # noqa: ANN202
     good, _ = _faces_with_meta(folder)
     out = _output_dir(folder, "masks", opts.overwrite)
+    if opts.mask in LANDMARK_MASKS:
+        made = 0
+        for face in iterate(good, "masks", "face"):
+            if face.shape:
+                mask = LANDMARK_MASKS[opts.mask](face.shape, face.meta.landmarks)
+                write_image_atomic(out / f"{Path(face.name).stem}.png", np.rint(mask[..., 0] * 255).astype(np.uint8))
+                made += 1
+        yield from ()
+        return f"{made} {opts.mask} masks -> {out}", {"landmark": made}
     applied = drawn = 0
     for face in iterate(good, "masks", "face"):
         mask = face.meta.xseg_mask()

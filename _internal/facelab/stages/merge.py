@@ -72,7 +72,8 @@ class MergeOptions:
     mode: str = option("Mode", "overlay", choices=tuple(list_modes()),
                        help="overlay, hist-match, seamless, seamless-hist-match, raw-rgb, raw-predict, original")  # fmt: skip
     mask_mode: str = option("Mask mode", "learned-prd*dst", choices=MASK_MODES,
-                            help="which mask cuts the face out: learned masks of the model, the landmark hull, XSeg")  # fmt: skip
+                            help="which mask cuts the face out: learned masks of the model, the landmark hull (dst), XSeg, "
+                                 "or faceswap's landmark masks (components; extended: with the forehead)")  # fmt: skip
     erode: int = option("Erode mask", 0, **bounds("erode"), help="shrink (+) or grow (-) the mask")
     blur: int = option("Blur mask", 0, **bounds("blur"), help="soften the mask edge")
     motion_blur_power: int = option("Motion blur power", 0, **bounds("motion_blur_power"), help="blur the face along its movement")

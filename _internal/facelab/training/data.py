@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from facelab.core.landmarks import FaceType, estimate_pitch_yaw_roll, get_transform_mat, transform_points
-from facelab.core.masks import eyes_mouth_mask, hull_mask
+from facelab.core.masks import LANDMARK_MASKS, eyes_mouth_mask, hull_mask
 from facelab.errors import UserError
 from facelab.io.faceset import Face, load_faceset
 from facelab.io.frames import decode_image, write_text_atomic
@@ -58,7 +58,8 @@ def prepare_face(face: Face, resolution: int, face_type: FaceType, mask_source: 
     """One face as 5 x R x R uint8 (BGR, mask, eyes-mouth) in the model's framing, and its yaw.
 
     mask_source: "train" = the applied XSeg mask, else the landmark hull (SAEHD);
-        "labels" = the drawn XSeg polygons, else the applied mask binarised at 0.5 (XSeg training).
+        "labels" = the drawn XSeg polygons, else the applied mask binarised at 0.5 (XSeg training);
+        "components" / "extended" = faceswap's landmark masks.
     """
     meta = face.meta
     if meta is None:
@@ -75,7 +76,7 @@ def prepare_face(face: Face, resolution: int, face_type: FaceType, mask_source: 
         m = np.array([[resolution / w, 0, 0], [0, resolution / h, 0]])
     out = cv2.warpAffine(img, m, (resolution, resolution), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
     lm = transform_points(meta.landmarks, m)
-    applied = meta.xseg_mask()
+    applied = meta.xseg_mask() if mask_source not in LANDMARK_MASKS else None
     if mask_source == "labels":
         if meta.xseg_polygons:
             from facelab.core.masks import polygons_mask
@@ -92,6 +93,8 @@ def prepare_face(face: Face, resolution: int, face_type: FaceType, mask_source: 
         mask = cv2.warpAffine(applied[..., 0], mm, (resolution, resolution), flags=cv2.INTER_LINEAR)
         if mask_source == "labels":
             mask = (mask > 0.5).astype(np.float32)
+    elif mask_source in LANDMARK_MASKS:
+        mask = LANDMARK_MASKS[mask_source]((resolution, resolution), lm)[..., 0]
     else:
         mask = hull_mask((resolution, resolution), lm, meta.eyebrows_expand_mod)[..., 0]
     em = eyes_mouth_mask((resolution, resolution), lm, meta.eyebrows_expand_mod)[..., 0]
@@ -112,11 +115,12 @@ class FacesetCache:
         return len(self.names)
 
     @classmethod
-    def load_or_build(cls, folder: Path, cache_dir: Path, side: str, resolution: int, face_type: FaceType) -> FacesetCache:
+    def load_or_build(cls, folder: Path, cache_dir: Path, side: str, resolution: int, face_type: FaceType,
+                      mask_source: str = "train") -> FacesetCache:  # fmt: skip
         faces = [f for f in load_faceset(folder) if f.meta is not None]
         if not faces:
             raise UserError(f"{folder} has no faces with metadata: extract faces first (scripts 4 / 5)")
-        return cls.from_faces(faces, folder, cache_dir, side, resolution, face_type)
+        return cls.from_faces(faces, folder, cache_dir, side, resolution, face_type, mask_source)
 
     @classmethod
     def from_faces(cls, faces: list[Face], folder: Path, cache_dir: Path, side: str, resolution: int, face_type: FaceType,

@@ -65,6 +65,9 @@ class TrainOptions:
                                                "and batches, slower steps; the same weights (changeable on resume)")  # fmt: skip
     masked_training: bool = option("Masked training", True, ask=lambda v: v["face_type"] in ("wf", "head"),
                                    help="learn only inside the face mask (background is then ignored)")  # fmt: skip
+    mask_type: str = option("Mask", "auto", choices=("auto", "components", "extended"), ask=False,
+                            help="the face mask training learns: auto = the applied XSeg mask, else DFL's landmark hull; "
+                                 "components / extended = faceswap's landmark masks (extended reaches the forehead)")  # fmt: skip
     eyes_mouth_prio: bool = option("Eyes and mouth priority", False, help="sharper eyes and teeth")
     uniform_yaw: bool = option("Uniform yaw distribution of samples", False, help="helps profile faces in a set of mostly frontal ones")
     blur_out_mask: bool = option("Blur out mask", False, help="blur the background near the face in the targets")

@@ -182,12 +182,13 @@ class Trainer:
         if opts.pretrain and pre is None:
             raise UserError("pretrain mode needs --pretraining-data-dir PATH (an aligned faceset of many people)")
         cache_dir = self.model_dir / "cache"
+        mask = "train" if opts.mask_type == "auto" else opts.mask_type
         many = self.rank.world > 1
         if many and not self.rank.is_main:
             torch.distributed.barrier()  # rank 0 builds the caches first; the others read them
         self.data = {
-            "src": DeviceFaceset(FacesetCache.load_or_build(pre or src_dir, cache_dir, "pretrain" if pre else "src", self.res, self.face_type), self.device),
-            "dst": DeviceFaceset(FacesetCache.load_or_build(pre or dst_dir, cache_dir, "pretrain" if pre else "dst", self.res, self.face_type), self.device),
+            "src": DeviceFaceset(FacesetCache.load_or_build(pre or src_dir, cache_dir, "pretrain" if pre else "src", self.res, self.face_type, mask), self.device),
+            "dst": DeviceFaceset(FacesetCache.load_or_build(pre or dst_dir, cache_dir, "pretrain" if pre else "dst", self.res, self.face_type, mask), self.device),
         }  # fmt: skip
         if many and self.rank.is_main:
             torch.distributed.barrier()

@@ -243,6 +243,7 @@ def run_manual_pass(
     window = ManualExtractWindow(frames, landmarker_for, face_type, size, initial)
     loop = QEventLoop()
     window.closed.connect(loop.quit)
+    window.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)  # deleted here, never by a later GC in another thread
     window.show()
     window.activateWindow()
     if not window.finished:

@@ -389,6 +389,7 @@ def run_editor(folder: Path) -> int:
     editor = XSegEditor(folder)
     loop = QEventLoop()
     editor.closed.connect(loop.quit)
+    editor.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)  # deleted here, never by a later GC in another thread
     editor.show()
     loop.exec()
     return editor.saved
