@@ -24,9 +24,10 @@ def test_auto_precision_on_gpus(monkeypatch, capability, has_bf16, want):
 
 
 @pytest.mark.parametrize("native", [True, False])
-def test_cpu_trains_in_fp32_unless_asked_and_merges_in_bf16_where_native(monkeypatch, native):
+def test_cpu_trains_and_merges_in_bf16_where_native_else_fp32(monkeypatch, native):
     monkeypatch.setattr(D, "cpu_has_native_bf16", lambda: native)
-    assert D.autocast_dtype(CPU, "auto") is None and D.autocast_dtype(CPU, "bf16") == torch.bfloat16
+    assert D.autocast_dtype(CPU, "auto") == (torch.bfloat16 if native else None)
+    assert D.autocast_dtype(CPU, "bf16") == torch.bfloat16 and D.autocast_dtype(CPU, "fp32") is None
     assert D.inference_dtype(CPU, "auto") == (torch.bfloat16 if native else None)
     assert D.inference_dtype(CPU, "fp32") is None and D.inference_dtype(CPU, "bf16") == torch.bfloat16
     assert D.inference_dtype(MPS, "auto") is None

@@ -100,31 +100,23 @@ IDENTITIES = Registry("identity model", lazy={"dlib-resnet": "facelab.detect.ide
 DEFAULT_IDENTITY = "dlib-resnet"
 
 
-def register_detector(name: str):  # noqa: ANN201
-    def wrap(factory):  # noqa: ANN001, ANN202
-        DETECTORS.register(name)(factory)
-        factory.name = name
-        return factory
+def _registrar(registry: Registry):  # noqa: ANN202
+    """`@register_x("name")` for one registry: registers the plugin and gives it its name."""
 
-    return wrap
+    def register(name: str):  # noqa: ANN202
+        def wrap(factory):  # noqa: ANN001, ANN202
+            registry.register(name)(factory)
+            factory.name = name
+            return factory
 
+        return wrap
 
-def register_landmarker(name: str):  # noqa: ANN201
-    def wrap(factory):  # noqa: ANN001, ANN202
-        LANDMARKERS.register(name)(factory)
-        factory.name = name
-        return factory
-
-    return wrap
+    return register
 
 
-def register_identity(name: str):  # noqa: ANN201
-    def wrap(factory):  # noqa: ANN001, ANN202
-        IDENTITIES.register(name)(factory)
-        factory.name = name
-        return factory
-
-    return wrap
+register_detector = _registrar(DETECTORS)
+register_landmarker = _registrar(LANDMARKERS)
+register_identity = _registrar(IDENTITIES)
 
 
 list_detectors = DETECTORS.names

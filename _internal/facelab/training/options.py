@@ -23,8 +23,8 @@ class TrainOptions:
     model_name: str = option("Model name", "", ask=False, help="model to load or create; default: the most recent, else 'new'")
     device: str = option("Device", "auto", ask=False, help="auto, cpu, cuda, cuda:1, mps")
     precision: str = option("Precision", "auto", choices=("auto", "fp32", "bf16", "fp16"), ask=False,
-                            help="mixed precision on a GPU (auto: bf16 where supported, fp16 on RTX 20xx/V100, fp32 on older GPUs); the CPU trains in fp32 "
-                                 "unless bf16 is asked (about 1.8x faster on CPUs with native bf16)")  # fmt: skip
+                            help="mixed precision (auto: bf16 where supported, fp16 on RTX 20xx/V100, fp32 on older GPUs; on a CPU "
+                                 "bf16 where it is native, AVX512-BF16 or AMX, else fp32); fp32 forces full precision")  # fmt: skip
     compile: bool = option("torch.compile", False, ask=False, help="compile the training step (slow start, faster steps)")
     gpus: str = option("GPUs", "", ask=False,
                        help="train on several GPUs at once, e.g. 0,1 (DistributedDataParallel; the batch is split)")  # fmt: skip
