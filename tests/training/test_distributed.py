@@ -14,7 +14,8 @@ from facelab.training.options import TrainOptions
 from facelab.training.trainer import Trainer
 
 OPTS = {"resolution": 64, "ae_dims": 32, "e_dims": 16, "d_dims": 16, "d_mask_dims": 16, "batch_size": 4, "seed": 11,
-        "target_iter": 6, "autosave_minutes": 600, "preview": False, "random_dst_flip": True}  # fmt: skip
+        "target_iter": 6, "autosave_minutes": 600, "preview": False, "random_dst_flip": True,
+        "precision": "fp32"}  # fmt: skip  (float precision is compared; auto would be bf16 on CPUs that have it)
 
 
 def test_two_gloo_processes_follow_the_single_process_trajectory(train_workspace, tmp_path):

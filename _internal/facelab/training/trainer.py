@@ -115,6 +115,8 @@ class Trainer:
         self.quick = self.spec.fixed_recipe  # DFL's Quick96 recipe: batch 4, random warp, no options
         self.device = resolve_device(opts.device)
         self.amp_dtype = autocast_dtype(self.device, opts.precision)
+        if self.device.type == "cpu" and self.rank.world > 1 and opts.precision == "auto":
+            self.amp_dtype = None  # several CPU processes (gloo): fp32, the set-up that was checked
         if self.device.type == "cpu" and self.amp_dtype is not None and not cpu_has_native_bf16() and self.rank.is_main:
             log.warning("this CPU has no native bf16: training in bf16 will be slower than fp32 (--precision fp32)")
         self.arch = self.spec.architecture(options_to_dict(opts))
