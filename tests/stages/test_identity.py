@@ -115,6 +115,10 @@ def test_sort_by_face_puts_obama_together_and_split_gives_him_a_folder(people_ws
     proc = script("4.2_src_sort", *args, "--by", "face-dissim")
     assert proc.returncode == 0, proc.stderr
     assert not _sources(ws.aligned_dir("src"))[0].startswith("obama")  # the majority comes last
+    assert script("4.2_src_util_faceset_pack", *args).returncode == 0
+    for name in ("4.2_src_util_split_identities", "4.2_src_util_add_identities"):
+        proc = script(name, *args)
+        assert proc.returncode == 2 and "unpack it first" in proc.stderr, proc.stderr
 
 
 def test_extraction_with_a_reference_keeps_only_that_person(tmp_path, media, script):

@@ -208,6 +208,8 @@ def _split_identities(folder: Path, opts: FacesetOptions):  # noqa: ANN202
     from facelab.core.identity import clusters
     from facelab.detect.identity import default_model, faceset_identities
 
+    if (folder / PACK_NAME).exists():
+        raise UserError(f"{folder} is packed: unpack it first (faceset_unpack), then split it")
     good, _ = _faces_with_meta(folder)
     emb, have, missing = faceset_identities(good, folder)
     labels = clusters(emb, default_model().threshold)
