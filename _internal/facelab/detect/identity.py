@@ -108,7 +108,7 @@ def reference_identities(path: Path, model: IdentityModel, detector: FaceDetecto
     aligned faceset. A photo with several faces gives its largest (and says so); photos without
     a face are named; UserError when no reference face is left."""
     from facelab.io.faceimage import FaceMetaError, read_face
-    from facelab.io.frames import list_images
+    from facelab.io.frames import list_images, read_image
 
     path = Path(path).expanduser()
     if not path.exists():
@@ -123,8 +123,6 @@ def reference_identities(path: Path, model: IdentityModel, detector: FaceDetecto
         except FaceMetaError:
             image, meta = None, None
         if image is None:
-            from facelab.io.frames import read_image
-
             image = read_image(file)
         if image is None:
             faceless.append(file.name)

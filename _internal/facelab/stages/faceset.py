@@ -50,7 +50,7 @@ from facelab.errors import ConfirmationNeeded, UserError
 from facelab.io.faceimage import FaceMeta, FaceMetaError, XSegPolygon, write_face, write_meta
 from facelab.io.faceset import PACK_NAME, UNPACKING, Face, load_faceset, read_pack, why_unreadable, write_pack
 from facelab.io.names import plain_file_name
-from facelab.io.frames import decode_image, list_images, read_image, write_bytes_atomic, write_image_atomic, write_text_atomic
+from facelab.io.frames import decode_image, link_or_copy, list_images, read_image, write_bytes_atomic, write_image_atomic, write_text_atomic
 from facelab.io.journal import rename_all
 from facelab.log import iterate
 from facelab.options import option
@@ -219,18 +219,11 @@ def _split_identities(folder: Path, opts: FacesetOptions):  # noqa: ANN202
         for old in list_images(out):
             old.unlink()
         for face in group:
-            _link_or_copy(face.path, out / face.name)
+            link_or_copy(face.path, out / face.name)
     yield from (f"{out.name}: {len(group)} faces" for out, group in zip(outs, groups))
     tail = f"; {len(missing)} faces without an identity were left out" if missing else ""
     return (f"{len(have)} faces of {folder} in {len(groups)} people: {', '.join(o.name for o in outs)} (copies; the faceset "
             f"is unchanged){tail}", {"people": len(groups), "faces": len(have)})  # fmt: skip
-
-
-def _link_or_copy(src: Path, dst: Path) -> None:
-    try:
-        os.link(src, dst)
-    except OSError:
-        write_bytes_atomic(dst, src.read_bytes())
 
 
 def contact_sheet(faces: list[Face], cell: int = 96, columns: int = 20, limit: int = 400) -> np.ndarray:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from facelab.errors import ConfirmationNeeded, UserError
 from facelab.io import ffmpeg
-from facelab.io.frames import fsync_dir, list_images, numbered_sequence, read_image, write_text_atomic
+from facelab.io.frames import fsync_dir, link_or_copy, list_images, numbered_sequence, read_image, write_text_atomic
 from facelab.io.names import plain_file_name
 from facelab.labels import SYNTHETIC_TAGS
 from facelab.options import option
@@ -268,7 +268,7 @@ def denoise(ws: Workspace, opts: DenoiseOptions) -> Report:
         out_dir.mkdir()
         # A gap-free view of the frames in name order, whatever their names (links, not copies).
         for i, frame in enumerate(frames, start=1):
-            _link_or_copy(frame, src_dir / f"{i:06d}{frame.suffix}")
+            link_or_copy(frame, src_dir / f"{i:06d}{frame.suffix}")
         args = ffmpeg.build_denoise_args(src_dir / f"%06d{frames[0].suffix}", out_dir / f"%06d.{ext}",
                                          factor=opts.factor, ext=ext)  # fmt: skip
         try:
@@ -317,13 +317,6 @@ def _finish_denoise(folder: Path) -> int:
     log.warning("finishing the interrupted denoise of %d frames in %s", len(moves), folder)
     _replace_denoised(folder, moves)
     return len(moves)
-
-
-def _link_or_copy(src: Path, dst: Path) -> None:
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)
 
 
 # ---------------------------------------------------------------- merged -> video
