@@ -55,7 +55,7 @@ class Command:
 
 def _commands() -> dict[str, Command]:
     from facelab import demo
-    from facelab.stages import clear, export, extract, faceset, import_dfl, merge, sort, train, video, xseg
+    from facelab.stages import clear, export, extract, faceset, import_dfl, import_faceswap, merge, sort, train, video, xseg
     from facelab.training.options import TrainOptions
 
     built = [
@@ -76,6 +76,8 @@ def _commands() -> dict[str, Command]:
                 resolve=train.resolve_train),
         Command("import-dfl-model", "6: import DeepFaceLab SAEHD / Quick96 models (keeps their training)",
                 import_dfl.ImportOptions, import_dfl.import_dfl_model),
+        Command("import-faceswap", "4.2/5.2: import faceswap's extraction (alignments file + frames, or its face PNGs)",
+                import_faceswap.ImportFaceswapOptions, import_faceswap.import_faceswap),
         Command("xseg", "5.XSeg: mask editor, training, apply / remove / remove-labels / fetch", xseg.XSegOptions, xseg.run),
         Command("merge", "7: merge the swapped face into the dst frames (batch, or the merger window)", merge.MergeOptions, merge.merge,
                 resolve=merge.resolve_merge),

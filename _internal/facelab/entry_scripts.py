@@ -31,6 +31,7 @@ _UTILS = {
     "export_masks": ["faceset", "export-masks"],
     "add_identities": ["faceset", "add-identities"],
     "split_identities": ["faceset", "split-identities"],
+    "import_faceswap": ["import-faceswap"],
 }
 
 ENTRY_SCRIPTS: dict[str, list[str]] = {

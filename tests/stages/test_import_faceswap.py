@@ -1,0 +1,168 @@
+"""Importing faceswap's extraction (alignments file + frames, or its face PNGs) against what faceswap
+itself wrote (`shared/reference/faceswap-golden`): every face, its landmarks, its masks, its matrix."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import shutil
+import zlib
+
+import cv2
+import numpy as np
+import pytest
+
+from facelab.core.landmarks import FaceType, get_transform_mat, transform_points, warp_face
+from facelab.io.faceimage import read_face
+from facelab.io.frames import list_images
+from golden import faceswap_golden
+
+
+def _expected() -> dict:
+    return json.loads(faceswap_golden("expected.json").read_text())
+
+
+def _run(script, ws, side, *args):  # noqa: ANN001, ANN202
+    return script(f"{'4.2_src' if side == 'src' else '5.2_dst'}_util_import_faceswap", *args,
+                  "--workspace", str(ws.root), "--non-interactive")  # fmt: skip
+
+
+def test_alignments_and_frames_give_every_face_with_its_landmarks_matrix_and_masks(ws, script):
+    g = faceswap_golden()
+    proc = _run(script, ws, "dst", "--alignments", str(g / "alignments.fsa"), "--frames", str(g / "frames"))
+    assert proc.returncode == 0, proc.stderr
+    assert "18 faces from faceswap" in proc.stdout and "18 with an applied faceswap mask" in proc.stdout
+    aligned = ws.aligned_dir("dst")
+    expected = _expected()["faces"]
+    assert sorted(p.name for p in list_images(aligned)) == sorted(f"{e['face_png'][6:-4]}.jpg" for e in expected)
+    for e in expected:
+        img, meta = read_face(aligned / f"{e['face_png'][6:-4]}.jpg")
+        lm = np.array(e["landmarks_xy"], np.float32)
+        # faceswap's landmarks exactly, our framing of them, the crop cut from the frame with it
+        np.testing.assert_array_equal(meta.source_landmarks, lm)
+        mat = get_transform_mat(lm, 512, FaceType.WHOLE_FACE)
+        np.testing.assert_allclose(meta.image_to_face_mat, mat, atol=1e-9)
+        np.testing.assert_allclose(meta.landmarks, transform_points(lm, mat), atol=1e-3)
+        frame = cv2.imread(str(g / "frames" / e["frame"]))
+        assert np.abs(img.astype(int) - warp_face(frame, mat, 512).astype(int)).mean() < 2  # JPEG only
+        assert meta.source_filename == e["frame"] and meta.extra["faceswap_face_index"] == e["face_index"]
+        x, y, w, h = e["box_xywh"]
+        np.testing.assert_array_equal(meta.source_rect, [x, y, x + w, y + h])
+        # the applied mask is faceswap's "extended": put back into the frame, it is faceswap's own
+        # frame-space mask (up to two resamplings) wherever our crop sees the frame
+        assert meta.extra["faceswap_mask"] == "extended"
+        ours = (meta.xseg_mask()[..., 0] * 255).astype(np.uint8)
+        back = cv2.warpAffine(ours, mat, (1280, 720), flags=cv2.WARP_INVERSE_MAP | cv2.INTER_LINEAR)
+        seen = cv2.warpAffine(np.full((512, 512), 255, np.uint8), mat, (1280, 720), flags=cv2.WARP_INVERSE_MAP) == 255
+        theirs = cv2.imread(str(g / "masks/frame/extended" / e["frame"].replace(".jpg", ".png")), cv2.IMREAD_GRAYSCALE)
+        box = np.zeros_like(seen)
+        box[max(0, y - h): y + 2 * h, max(0, x - w): x + 2 * w] = True  # this face's part of the frame
+        diff = np.abs(back.astype(int) - theirs.astype(int))[seen & box]
+        assert (diff > 64).mean() < 0.002, (e["face_png"], (diff > 64).mean())
+        inside = theirs[seen & box] > 200
+        assert inside.sum() > 1000 and (back[seen & box][inside] > 128).mean() > 0.99
+
+
+def test_face_pngs_alone_give_the_same_faces_registered_within_a_few_pixels(ws, script):
+    g = faceswap_golden()
+    proc = _run(script, ws, "src", "--faces", str(g / "faces"), "--face-type", "f", "--image-size", "256")
+    assert proc.returncode == 0, proc.stderr
+    assert "18 faces from faceswap" in proc.stdout
+    aligned = ws.aligned_dir("src")
+    shifts = []
+    for e in _expected()["faces"]:
+        img, meta = read_face(aligned / f"{e['face_png'][6:-4]}.jpg")
+        lm = np.array(e["landmarks_xy"], np.float32)
+        np.testing.assert_array_equal(meta.source_landmarks, lm)
+        assert meta.face_type == FaceType.FULL and img.shape == (256, 256, 3)
+        mat = get_transform_mat(lm, 256, FaceType.FULL)
+        # the same crop straight from the frame, against ours re-framed from faceswap's PNG
+        frame = cv2.imread(str(g / "frames" / e["frame"]))
+        truth = warp_face(frame, mat, 256)
+        # how far our registration of faceswap's crop put the picture from where it belongs
+        shift = cv2.phaseCorrelate(cv2.cvtColor(truth, cv2.COLOR_BGR2GRAY).astype(np.float32),
+                                   cv2.cvtColor(img, cv2.COLOR_BGR2GRAY).astype(np.float32))[0]  # fmt: skip
+        shifts.append(np.hypot(*shift))
+        assert meta.extra["faceswap_png"] == e["face_png"][6:]
+        assert meta.xseg_mask() is not None and meta.extra["faceswap_mask"] == "extended"
+    # measured: mean 1.25 px, at most 3.95 px in a 256 px crop
+    assert max(shifts) < 5.0 and np.mean(shifts) < 2.0, shifts
+
+
+def test_the_newest_faceswap_format_imports_both_ways(ws, script):
+    g = faceswap_golden("head_variant")
+    proc = _run(script, ws, "dst", "--alignments", str(g / "landmarks_in.fsa"), "--frames", str(g.parent / "frames"))
+    assert proc.returncode == 0, proc.stderr
+    # two faces of shared_011; its only stored mask, faceswap's unpainted "custom", is all zero: not applied
+    assert "2 faces from faceswap" in proc.stdout and "0 with an applied faceswap mask" in proc.stdout
+    names = sorted(p.name for p in list_images(ws.aligned_dir("dst")))
+    assert names == ["shared_011_0.jpg", "shared_011_1.jpg"]
+    first = read_face(ws.aligned_dir("dst") / names[0])[1]
+    main = _expected()["faces"]
+    np.testing.assert_allclose(first.source_landmarks, [e for e in main if e["face_png"] == "faces/shared_011_0.png"][0]["landmarks_xy"], atol=1e-4)
+    proc = _run(script, ws, "src", "--faces", str(g / "faces"), "--mask", "custom_face")
+    assert proc.returncode == 0, proc.stderr
+    assert "2 faces from faceswap" in proc.stdout and "2 with an applied faceswap mask" in proc.stdout
+
+
+def test_asks_before_replacing_and_keeps_the_old_faces(ws, script):
+    g = faceswap_golden()
+    args = ("--alignments", str(g / "alignments.fsa"), "--frames", str(g / "frames"))
+    assert _run(script, ws, "dst", *args).returncode == 0
+    proc = _run(script, ws, "dst", *args)
+    assert proc.returncode == 2 and "already holds 18 faces" in proc.stderr and "--overwrite" in proc.stderr
+    proc = _run(script, ws, "dst", *args, "--overwrite")
+    assert proc.returncode == 0, proc.stderr
+    assert len(list_images(ws.aligned_dir("dst"))) == 18
+    assert len(list_images(ws.aligned_dir("dst").parent / "aligned_trash")) == 18
+
+
+def test_faces_that_cannot_be_mapped_are_counted_and_named(ws, script, tmp_path):
+    g = faceswap_golden()
+    frames = tmp_path / "frames"
+    shutil.copytree(g / "frames", frames)
+    (frames / "shared_012.jpg").unlink()  # three faces lose their frame
+    faces = tmp_path / "faces"
+    shutil.copytree(g / "faces", faces)
+    (faces / "shared_000_0.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    proc = _run(script, ws, "dst", "--alignments", str(g / "alignments.fsa"), "--frames", str(frames))
+    assert proc.returncode == 0, proc.stderr
+    assert "15 faces from faceswap" in proc.stdout and "3 not mapped: shared_012.jpg face 0: the frame is not in" in proc.stdout
+    proc = _run(script, ws, "src", "--faces", str(faces))
+    assert proc.returncode == 0, proc.stderr
+    assert "17 faces from faceswap" in proc.stdout and "1 not mapped: shared_000_0.png" in proc.stdout
+
+
+def _fsa(payload: bytes) -> bytes:
+    return zlib.compress(payload)
+
+
+@pytest.mark.parametrize("case", ["code", "zlib", "truncated", "not-a-table", "bad-landmarks", "frame-path", "mask-size"])
+def test_a_damaged_or_malicious_alignments_file_is_one_line_and_nothing_is_written(ws, script, tmp_path, case):
+    g = faceswap_golden()
+    good = pickle.loads(zlib.decompress((g / "alignments.fsa").read_bytes()))  # our own reference file
+    if case == "code":
+        data = _fsa(b"cos\nsystem\n(S'touch " + str(tmp_path / "pwned").encode() + b"'\ntR.")
+    elif case == "zlib":
+        data = (g / "alignments.fsa").read_bytes()[:20] + b"\x00" * 50
+    elif case == "truncated":
+        data = _fsa(zlib.decompress((g / "alignments.fsa").read_bytes())[:5000])
+    elif case == "not-a-table":
+        data = _fsa(pickle.dumps([1, 2, 3]))
+    else:
+        frame = good["__data__"]["shared_000.jpg"]
+        if case == "bad-landmarks":
+            frame["faces"][0]["landmarks_xy"] = np.full((68, 2), np.nan, np.float32)
+        elif case == "frame-path":
+            good["__data__"]["../../escape.jpg"] = good["__data__"].pop("shared_000.jpg")
+        else:
+            frame["faces"][0]["mask"]["components"]["stored_size"] = 4096
+        data = _fsa(pickle.dumps(good, protocol=4))
+    fsa = tmp_path / "alignments.fsa"
+    fsa.write_bytes(data)
+    proc = _run(script, ws, "dst", "--alignments", str(fsa), "--frames", str(g / "frames"))
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "alignments.fsa" in lines[0] and "Traceback" not in proc.stderr, proc.stderr
+    assert not (tmp_path / "pwned").exists()
+    assert list_images(ws.aligned_dir("dst")) == []
