@@ -133,6 +133,11 @@ def test_faces_that_cannot_be_mapped_are_counted_and_named(ws, script, tmp_path)
     assert "17 faces from faceswap" in proc.stdout and "1 not mapped: shared_000_0.png" in proc.stdout
 
 
+def test_without_a_source_it_says_what_to_give(ws, script):
+    proc = _run(script, ws, "src")
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "--alignments FILE" in proc.stderr and "--faces DIR" in proc.stderr
+
+
 def _fsa(payload: bytes) -> bytes:
     return zlib.compress(payload)
 
