@@ -82,6 +82,8 @@ def _commands() -> dict[str, Command]:
         Command("merge", "7: merge the swapped face into the dst frames (batch, or the merger window)", merge.MergeOptions, merge.merge,
                 resolve=merge.resolve_merge),
         Command("export", "6: export a trained model to ONNX / DeepFaceLive .dfm", export.ExportOptions, export.export),
+        Command("timelapse-video", "6/8: a model's training timelapse images -> model/<name>/timelapse.mp4",
+                video.TimelapseVideoOptions, video.timelapse_video),
         Command("video-from-frames", "8: data_dst/merged frames -> result.mp4 / .mov with data_dst's audio",
                 video.MergedVideoOptions, video.video_from_frames),
     ]  # fmt: skip

@@ -66,6 +66,7 @@ ENTRY_SCRIPTS: dict[str, list[str]] = {
     "8_merged_to_mp4": ["video-from-frames", "--container", "mp4"],
     "8_merged_to_mp4_lossless": ["video-from-frames", "--container", "mp4", "--lossless"],
     "8_merged_to_mov_lossless": ["video-from-frames", "--container", "mov", "--lossless"],
+    "8_timelapse_to_mp4": ["timelapse-video"],
 }
 
 BAT_HELPER = "_internal/setenv.bat"

@@ -56,3 +56,22 @@ def test_avg_color_matches_the_mean_colour_inside_the_mask_only():
     inside = mask[..., 0] == 1
     assert np.allclose(out[inside].mean(0), source[inside].mean(0), atol=1e-5)
     assert np.allclose(out - target, (out - target)[0, 0], atol=1e-6)  # one shift per channel, no other change
+
+
+def test_color_balance_moves_lightness_contrast_and_colour_in_lab():
+    import cv2
+
+    rng = np.random.default_rng(3)
+    img = np.clip(rng.normal(0.5, 0.15, (32, 32, 3)), 0, 1).astype(np.float32)
+    lab = lambda x: cv2.cvtColor(x, cv2.COLOR_BGR2LAB)  # noqa: E731
+    assert C.color_balance(img) is img
+    base = lab(img)
+    brighter = lab(C.color_balance(img, brightness=20))
+    assert abs((brighter[..., 0] - base[..., 0]).mean() - 10) < 0.5  # half the value, in L* units
+    assert np.abs(brighter[..., 1:] - base[..., 1:]).mean() < 0.5  # colour unchanged
+    assert lab(C.color_balance(img, contrast=50))[..., 0].std() > 1.4 * base[..., 0].std()
+    assert lab(C.color_balance(img, contrast=-50))[..., 0].std() < 0.6 * base[..., 0].std()
+    warm, green = C.color_balance(img, temperature=40), C.color_balance(img, tint=-40)
+    assert (lab(warm)[..., 2] - base[..., 2]).mean() > 15 and warm[..., 0].mean() < img[..., 0].mean()  # yellower, less blue
+    assert (lab(green)[..., 1] - base[..., 1]).mean() < -15 and green[..., 1].mean() > img[..., 1].mean()  # greener
+    assert all(0 <= x.min() and x.max() <= 1 for x in (warm, green))

@@ -189,6 +189,7 @@ POST_EFFECTS = {
     "motion blur": dict(motion_blur_power=100), "sharpen": dict(sharpen_mode="gaussian", blursharpen_amount=30),
     "blur": dict(sharpen_mode="box", blursharpen_amount=-30), "denoise": dict(image_denoise_power=200),
     "bicubic degrade": dict(bicubic_degrade_power=60), "colour degrade": dict(color_degrade_power=80),
+    "brightness": dict(brightness=-30), "contrast": dict(contrast=40), "temperature": dict(temperature=30), "tint": dict(tint=-30),
 }  # fmt: skip
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import replace
 
 import numpy as np
@@ -31,6 +32,13 @@ def test_key_map_steps_cycles_and_clamps_as_dfl():
     assert apply_key(c, "p").color_degrade_power == 1 and apply_key(c, "u").output_face_scale == 1
     assert apply_key(c, "?") == c and apply_key(c, "b") == c
     assert any("erode" in line and ": 0" in line for line in help_lines(c))
+    # the manual colour balance: t/g, ]/[, 8/7, 0/9; Shift (or its shifted character) steps by 5
+    assert apply_key(c, "t").brightness == 1 and apply_key(c, "g", shift=True).brightness == -5
+    assert apply_key(c, "]").contrast == 1 and apply_key(c, "{").contrast == -5
+    assert apply_key(c, "8").temperature == 1 and apply_key(c, "&").temperature == -5
+    assert apply_key(c, "0").tint == 1 and apply_key(c, "9").tint == -1
+    assert apply_key(replace(c, tint=99), ")").tint == 100  # clamped
+    assert any("warmer" in line and ": 0" in line for line in help_lines(c))
 
 
 def _window(n=5):
@@ -58,6 +66,12 @@ def test_window_keys_change_the_frames_config_and_navigate():
     assert w.configs[stems[0]].mask_mode == MASK_MODES[MASK_MODES.index("learned-prd*dst") + 1]
     QTest.keyClick(w, Qt.Key.Key_W, Qt.KeyboardModifier.ShiftModifier)
     assert w.configs[stems[0]].erode == 5
+    for key in (Qt.Key.Key_T, Qt.Key.Key_BracketRight, Qt.Key.Key_8, Qt.Key.Key_9):
+        QTest.keyClick(w, key)
+    QTest.keyClick(w, Qt.Key.Key_T, Qt.KeyboardModifier.ShiftModifier)
+    balance = w.configs[stems[0]]
+    assert (balance.brightness, balance.contrast, balance.temperature, balance.tint) == (6, 1, 1, -1)
+    assert MergeConfig.from_dict(dataclasses.asdict(balance)) == balance  # what the session file keeps
     QTest.keyClick(w, Qt.Key.Key_Period)  # a new frame inherits the previous one's config
     assert w.index == 1 and w.configs[stems[1]] == w.configs[stems[0]]
     QTest.keyClick(w, Qt.Key.Key_1)

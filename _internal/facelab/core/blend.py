@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from facelab.core.color import color_hist_match, create_color, masked_hist_match_inputs
+from facelab.core.color import color_balance, color_hist_match, create_color, masked_hist_match_inputs
 from facelab.core.landmarks import FaceType, get_transform_mat, transform_points
 from facelab.core.masks import LANDMARK_MASKS, hull_mask
 from facelab.core.registry import Registry
@@ -35,6 +35,7 @@ RANGES = {  # the numeric merge settings: (lowest, highest), as DFL's merger cla
     "erode": (-400, 400), "blur": (0, 400), "motion_blur_power": (0, 100), "output_face_scale": (-50, 50),
     "blursharpen_amount": (-100, 100), "hist_match_threshold": (0, 255), "image_denoise_power": (0, 500),
     "bicubic_degrade_power": (0, 100), "color_degrade_power": (0, 100),
+    "brightness": (-100, 100), "contrast": (-100, 100), "temperature": (-100, 100), "tint": (-100, 100),
 }  # fmt: skip
 
 
@@ -61,6 +62,11 @@ class MergeConfig:
     image_denoise_power: int = 0
     bicubic_degrade_power: int = 0
     color_degrade_power: int = 0
+    # manual colour balance of the swapped face, after the colour transfer (core.color.color_balance)
+    brightness: int = 0
+    contrast: int = 0
+    temperature: int = 0
+    tint: int = 0
 
     @classmethod
     def from_dict(cls, data: object) -> MergeConfig:
@@ -254,6 +260,7 @@ def paste_face(frame: np.ndarray, face: FaceInput, cfg: MergeConfig) -> Paste | 
     frame_mask = np.clip(frame_mask, 0, 1)
     frame_mask[frame_mask < 1 / 255] = 0
     new_face = MODES.get(cfg.mode)(face, mask_s, cfg)
+    new_face = color_balance(new_face, cfg.brightness, cfg.contrast, cfg.temperature, cfg.tint)
     new_face = _sharpen(new_face, cfg)
     if cfg.motion_blur_power and face.motion[0] > 0:
         new_face = _motion_blur(new_face, face.motion[0] * cfg.motion_blur_power / 100, face.motion[1])

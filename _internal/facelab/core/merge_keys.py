@@ -21,9 +21,13 @@ STEP_KEYS = {
     "j": ("output_face_scale", -1), "i": ("image_denoise_power", 1), "k": ("image_denoise_power", -1),
     "o": ("bicubic_degrade_power", 1), "l": ("bicubic_degrade_power", -1), "p": ("color_degrade_power", 1),
     ";": ("color_degrade_power", -1),
+    # the manual colour balance: top/home row as above, then pairs of neighbours, left lowers
+    "t": ("brightness", 1), "g": ("brightness", -1), "]": ("contrast", 1), "[": ("contrast", -1),
+    "8": ("temperature", 1), "7": ("temperature", -1), "0": ("tint", 1), "9": ("tint", -1),
 }  # fmt: skip
 CYCLE_KEYS = {"x": ("mask_mode", MASK_MODES), "c": ("color_transfer", COLOR_MODES), "n": ("sharpen_mode", SHARPEN_MODES)}
-SHIFTED = {":": ";", "~": "`", "!": "1", "@": "2", "#": "3", "$": "4", "%": "5", "^": "6"}  # US layout: the shifted character
+SHIFTED = {":": ";", "~": "`", "!": "1", "@": "2", "#": "3", "$": "4", "%": "5", "^": "6", "&": "7", "*": "8", "(": "9",
+           ")": "0", "{": "[", "}": "]"}  # US layout: the shifted character
 
 HELP = [
     ("` 1-6", "mode: original, overlay, hist-match, seamless, seamless-hist-match, raw-rgb, raw-predict", "mode"),
@@ -34,6 +38,8 @@ HELP = [
     ("q / a", "hist match threshold + / -", "hist_match_threshold"), ("z", "masked hist match", "masked_hist_match"),
     ("i / k", "image denoise + / -", "image_denoise_power"), ("o / l", "bicubic degrade + / -", "bicubic_degrade_power"),
     ("p / ; / :", "colour degrade +1 / -1 / -5", "color_degrade_power"),
+    ("t / g", "brightness + / -", "brightness"), ("] / [", "contrast + / -", "contrast"),
+    ("8 / 7", "warmer / cooler (yellow / blue)", "temperature"), ("0 / 9", "tint magenta / green", "tint"),
     (", / .", "previous / next frame (Shift+,: first; Shift+.: run through the rest, any key stops)", None),
     ("m", "previous frame, taking this config (Shift: back to the first)", None),
     ("/", "next frame, forcing this config on it (Shift: on every frame after)", None),

@@ -88,6 +88,10 @@ class MergeOptions:
     image_denoise_power: int = option("Image denoise power", 0, **bounds("image_denoise_power"), help="denoise the face")
     bicubic_degrade_power: int = option("Bicubic degrade power", 0, **bounds("bicubic_degrade_power"), help="soften the face to match a soft video")
     color_degrade_power: int = option("Color degrade power", 0, **bounds("color_degrade_power"), help="reduce the face's colours")
+    brightness: int = option("Brightness", 0, **bounds("brightness"), ask=False, help="manual colour balance: lighter (+) or darker (-) face")
+    contrast: int = option("Contrast", 0, **bounds("contrast"), ask=False, help="manual colour balance: more (+) or less (-) contrast")
+    temperature: int = option("Temperature", 0, **bounds("temperature"), ask=False, help="manual colour balance: warmer (+) or cooler (-)")
+    tint: int = option("Tint", 0, **bounds("tint"), ask=False, help="manual colour balance: magenta (+) or green (-)")
     device: str = option("Device", "auto", ask=False, help="auto, cpu, cuda, cuda:1, mps")
     precision: str = option("Precision", "auto", choices=("auto", "fp32", "bf16", "fp16"), ask=False,
                             help="how the models run: auto = bf16 on a GPU and on CPUs with native bf16 (faster; "

@@ -439,3 +439,41 @@ def _encode(
         raise UserError(f"{out.name} came out with {frames_written} frames instead of {count}; nothing replaced")
     os.replace(partial, out)
 
+
+
+@dataclass(frozen=True)
+class TimelapseVideoOptions:
+    model: str = option("Model", "saehd", choices=("saehd", "quick96"), ask=False, help="which kind of model")
+    model_name: str = option("Model name", "", ask=False, help="whose timelapse; default: the most recently trained model")
+    fps: int = option("Frames per second", 10, min=1, max=120, ask=False, help="timelapse images shown per second")
+
+
+def timelapse_video(ws: Workspace, opts: TimelapseVideoOptions) -> Report:
+    """`model/<name>/timelapse/*.jpg` (one per save) -> `model/<name>/timelapse.mp4`, a frame per image.
+
+    The images are linked into a numbered sequence in a temporary folder (their names are
+    iterations, with gaps) and encoded as the merged frames are, synthetic label included."""
+    from facelab.models import store
+    from facelab.training import timelapse
+
+    started = time.perf_counter()
+    ws.require()
+    folder = store.find(ws, opts.model, opts.model_name)
+    images = timelapse.list_images(folder)
+    if not images:
+        raise UserError(f"{folder / timelapse.FOLDER} holds no timelapse images: train with the timelapse on "
+                        "(the default) and let it save at least once")  # fmt: skip
+    out = folder / "timelapse.mp4"
+    staging = folder / f"{_TMP_PREFIX}timelapse"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    try:
+        for i, image in enumerate(images, 1):
+            link_or_copy(image, staging / f"{i:07d}.jpg")
+        settings = ffmpeg.EncodeSettings(frame_rate=Fraction(opts.fps), pad_to_even=True)
+        _encode(ws, str(staging / "%07d.jpg"), 1, len(images), out, settings, None, None)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    first, last = int(images[0].stem), int(images[-1].stem)
+    return Report("timelapse-video", f"{_rel(ws, out)}: {len(images)} frames, iterations {first} to {last}, {opts.fps} per second",
+                  time.perf_counter() - started, {"frames": len(images)})  # fmt: skip

@@ -28,6 +28,13 @@ class TrainOptions:
     compile: bool = option("torch.compile", False, ask=False, help="compile the training step (slow start, faster steps)")
     gpus: str = option("GPUs", "", ask=False,
                        help="train on several GPUs at once, e.g. 0,1 (DistributedDataParallel; the batch is split)")  # fmt: skip
+    timelapse: bool = option("Timelapse", True, ask=False,
+                             help="at each save, an image of the same few faces into model/<name>/timelapse/ "
+                                  "(timelapse-video makes an mp4 of them); --no-timelapse turns it off")  # fmt: skip
+    timelapse_src: str = option("Timelapse src faces", "", ask=False,
+                                help="a folder of a few aligned src faces for the timelapse (default: an even sample of data_src)")  # fmt: skip
+    timelapse_dst: str = option("Timelapse dst faces", "", ask=False,
+                                help="a folder of a few aligned dst faces for the timelapse (default: an even sample of data_dst)")  # fmt: skip
     preview: bool = option("Preview window", True, ask=False,
                            help="show the preview window; --no-preview (or no display) trains headless, Ctrl+C saves and quits")  # fmt: skip
     pretraining_data_dir: str = option("Pretraining faceset", "", ask=False, help="aligned faces for pretrain mode")
@@ -92,7 +99,7 @@ class TrainOptions:
 
 
 RUN_ONLY = ("model", "model_name", "device", "precision", "compile", "gpus", "preview", "pretraining_data_dir", "seed",
-            "memory_limit_gb", "memory_probe", "autosave_minutes")  # fmt: skip
+            "memory_limit_gb", "memory_probe", "autosave_minutes", "timelapse", "timelapse_src", "timelapse_dst")  # fmt: skip
 
 
 def model_options(opts: TrainOptions) -> dict:

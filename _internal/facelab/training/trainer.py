@@ -210,6 +210,8 @@ class Trainer:
         self._rollbacks = 0
         self._updating = False  # inside an optimiser update: the weights are half-written
         self._previews = ThreadPoolExecutor(1, thread_name_prefix="preview")
+        self._timelapse = None  # side -> TimelapseFaces, on first use
+        self._timelapse_at = -1
 
     # ---------------------------------------------------------------- set-up helpers
 
@@ -478,6 +480,21 @@ class Trainer:
 
     def preview(self, count: int = 4, offset: int = 0) -> np.ndarray:
         """Rows of [src, src->src, dst, dst->dst, dst->src] for `count` faces from `offset`, BGR uint8."""
+        pick = lambda side: (torch.arange(count) + offset) % len(self.data[side].cache)  # noqa: E731
+        return self._preview_rows(self.data["src"].gather(pick("src")), self.data["dst"].gather(pick("dst")))
+
+    def timelapse(self) -> np.ndarray:
+        """The timelapse faces' rows, as `preview` draws them (the faces are chosen on first use)."""
+        if self._timelapse is None:
+            from facelab.training import timelapse
+
+            mask = "train" if self.opts.mask_type == "auto" else self.opts.mask_type
+            folders = {"src": self.opts.timelapse_src, "dst": self.opts.timelapse_dst}
+            self._timelapse = timelapse.choose_faces(self.model_dir, self.data, folders, self.res, self.face_type, mask, self.device)
+        tl = self._timelapse
+        return self._preview_rows(tl["src"].data.gather(tl["src"].index), tl["dst"].data.gather(tl["dst"].index))
+
+    def _preview_rows(self, src_u8: torch.Tensor, dst_u8: torch.Tensor) -> np.ndarray:
         from facelab.training.preview import preview_grid
 
         plain = AugmentSettings(random_warp=False, rotation_deg=0, scale=0, shift=0)
@@ -485,9 +502,8 @@ class Trainer:
         self.model.eval()
         try:
             with torch.no_grad():
-                pick = lambda side: (torch.arange(count) + offset) % len(self.data[side].cache)  # noqa: E731
-                src = augment(self.data["src"].gather(pick("src")), plain, gen)
-                dst = augment(self.data["dst"].gather(pick("dst")), plain, gen)
+                src = augment(src_u8, plain, gen)
+                dst = augment(dst_u8, plain, gen)
                 n = min(len(src.target), len(dst.target))
                 out = self.model(src.target[:n], dst.target[:n])
                 swap, _, _ = self.model.swap(dst.target[:n])
@@ -525,7 +541,7 @@ class Trainer:
                     break
             if main and opts.write_preview_history and self.iteration % history_every == 0:
                 image = self.preview()
-                self._previews.submit(self._write_history, image, self.iteration)
+                self._previews.submit(self._write_image, image, self.model_dir / "history" / f"{self.iteration:07d}.jpg")
             now = time.monotonic()
             due = self.iteration == 1 or now - last_save >= autosave_s
             if many:  # ranks save together, when rank 0 says so, only at checks (deterministic points)
@@ -533,14 +549,16 @@ class Trainer:
             if due:
                 generation = self.save()
                 last_save = now
+                self._timelapse_image()
                 if main and backup_s and now - last_backup >= backup_s:
                     checkpoint.backup(self.model_dir, generation)
                     last_backup = now
         generation = self.save()
         if not main:
             return {"iterations": self.iteration - first_iter, "iteration": self.iteration}
+        self._timelapse_image()
         final = self.preview(offset=control.sample_offset if control else 0)
-        self._previews.submit(self._write_preview, final)
+        self._previews.submit(self._write_image, final, self.model_dir / "preview.jpg", 95)
         self._previews.shutdown(wait=True)
         if control is not None:
             control.publish(preview=final, iteration=self.iteration, loss_history=list(self.loss_history))
@@ -558,12 +576,17 @@ class Trainer:
         if means is not None:
             control.publish(iteration=self.iteration, loss_history=list(self.loss_history))
 
-    def _write_history(self, image: np.ndarray, iteration: int) -> None:
+    def _timelapse_image(self) -> None:
+        """One timelapse image of the iteration just saved, written off the training thread."""
+        from facelab.training.timelapse import image_path
+
+        if not (self.rank.is_main and self.opts.timelapse) or self._timelapse_at == self.iteration:
+            return
+        self._timelapse_at = self.iteration
+        image, path = self.timelapse(), image_path(self.model_dir, self.iteration)
+        self._previews.submit(self._write_image, image, path)
+
+    def _write_image(self, image: np.ndarray, path: Path, quality: int = 90) -> None:
         from facelab.io.frames import write_image_atomic
 
-        write_image_atomic(self.model_dir / "history" / f"{iteration:07d}.jpg", image, jpeg_quality=90)
-
-    def _write_preview(self, image: np.ndarray) -> None:
-        from facelab.io.frames import write_image_atomic
-
-        write_image_atomic(self.model_dir / "preview.jpg", image, jpeg_quality=95)
+        write_image_atomic(path, image, jpeg_quality=quality)
