@@ -48,6 +48,7 @@ ENTRY_SCRIPTS: dict[str, list[str]] = {
     "5_dst_faceset_extract": ["extract", "--side", "dst", "--output-debug", "--smooth-landmarks"],
     "5_dst_faceset_extract_manual": ["extract", "--side", "dst", "--detector", "manual", "--output-debug"],
     "5_dst_manual_reextract_deleted_debug": ["extract", "--side", "dst", "--manual-reextract-deleted-debug"],
+    "5_dst_faceset_edit_landmarks": ["extract", "--side", "dst", "--edit-landmarks"],
     "5.2_dst_sort": ["sort", "--side", "dst"],
     **{f"5.2_dst_util_{name}": [*args, "--side", "dst"] for name, args in _UTILS.items()},
     "5_xseg_edit": ["xseg", "edit", "--side", "dst"],

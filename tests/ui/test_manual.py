@@ -199,3 +199,106 @@ def test_manual_without_a_display_is_a_clear_error(ws, media):
                            "--detector", "manual", "--non-interactive"], env=env, capture_output=True, text=True,
                           stdin=subprocess.DEVNULL, check=False)  # fmt: skip
     assert proc.returncode == 2 and "no display" in proc.stderr and proc.stderr.count("\n") == 1
+
+
+def _drag(window, frm, to, shift: bool = False) -> None:
+    mods = Qt.KeyboardModifier.ShiftModifier if shift else Qt.KeyboardModifier.NoModifier
+    QTest.mousePress(window, Qt.MouseButton.LeftButton, mods, _point(window, frm))
+    QTest.mouseMove(window, _point(window, (np.asarray(frm) + to) / 2))
+    QTest.mouseMove(window, _point(window, to))
+    QTest.mouseRelease(window, Qt.MouseButton.LeftButton, mods, _point(window, to))
+
+
+def test_dragging_the_chin_and_accepting_moves_the_saved_landmarks_and_the_crop(ws, media, script, monkeypatch):
+    """`5_dst_faceset_extract --edit-landmarks`: the real window, real mouse drags, undo / redo."""
+    import cv2
+
+    from facelab.core.landmarks import get_transform_mat, transform_points, warp_face
+    from facelab.io.faceimage import read_face
+    from facelab.ui import manual
+
+    shutil.copy(media("obama.jpg"), ws.frames_dir("dst") / "00001.jpg")
+    assert script("5_dst_faceset_extract", "--workspace", str(ws.root), "--non-interactive").returncode == 0
+    face_path = ws.aligned_dir("dst") / "00001_0.jpg"
+    before_img, before = read_face(face_path)
+    seen = {}
+
+    def user(frames, landmarker_for, face_type, size, initial=None, keys=None):  # noqa: ANN001, ANN202
+        QApplication.instance() or QApplication([])
+        w = manual.ManualExtractWindow(frames, landmarker_for, face_type, size, initial, keys)
+        w.resize(900, 700)
+        w.show()
+        QTest.qWaitForWindowExposed(w)
+        lm = w.current[1].copy()
+        seen["shown"] = lm.copy()
+        assert w.locked
+        chin = lm[8]
+        _drag(w, chin, chin + (0, 25))  # the chin point, 25 frame px down
+        assert np.abs(w.current[1][8] - (chin + (0, 25))).max() < 1.5
+        assert np.array_equal(np.delete(w.current[1], 8, 0), np.delete(lm, 8, 0))  # only that point
+        after_chin = w.current[1].copy()
+        mouth = lm[48:68].mean(0)
+        _drag(w, lm[57], lm[57] + (10, 0), shift=True)  # Shift: the whole mouth moves
+        assert np.abs(w.current[1][48:68].mean(0) - (mouth + (10, 0))).max() < 1.5
+        assert np.array_equal(w.current[1][:48], after_chin[:48])
+        QTest.keyClick(w, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)  # undo the mouth
+        assert np.array_equal(w.current[1], after_chin)
+        QTest.keyClick(w, Qt.Key.Key_Y, Qt.KeyboardModifier.ControlModifier)  # redo it
+        assert np.abs(w.current[1][48:68].mean(0) - (mouth + (10, 0))).max() < 1.5
+        seen["accepted"] = w.current[1].copy()
+        QTest.keyClick(w, Qt.Key.Key_Return)  # accept: the last face, the window finishes
+        assert w.finished
+        return w.results
+
+    monkeypatch.setattr(manual, "run_manual_pass", user)
+    code = cli.main(["extract", "--workspace", str(ws.root), "--side", "dst", "--edit-landmarks", "--non-interactive"])
+    assert code == 0
+    np.testing.assert_array_equal(seen["shown"], before.source_landmarks)  # the stored points, not a re-fit
+    after_img, after = read_face(face_path)
+    np.testing.assert_allclose(after.source_landmarks, seen["accepted"], atol=1e-4)
+    assert after.source_landmarks[8, 1] - before.source_landmarks[8, 1] > 23
+    # the crop and its matrix follow the edited points (DFL's framing uses the brows, eyes, nose and
+    # mouth corners, so the moved mouth moves it; the jaw shapes the mask): the longer chin
+    # reaches lower in the landmark hull mask, which is made from the saved points
+    from facelab.core.masks import hull_mask
+
+    def chin_in_frame(meta, size):  # noqa: ANN001, ANN202
+        hull = hull_mask((size, size), meta.landmarks)[..., 0] > 0.5
+        ys, xs = np.nonzero(hull)
+        return transform_points(np.array([[xs[ys.argmax()], ys.max()]], float), meta.image_to_face_mat, invert=True)[0, 1]
+
+    assert chin_in_frame(after, after_img.shape[0]) - chin_in_frame(before, before_img.shape[0]) > 20
+    frame = cv2.imread(str(ws.frames_dir("dst") / "00001.jpg"))
+    mat = get_transform_mat(after.source_landmarks, after_img.shape[0], after.face_type)
+    np.testing.assert_allclose(after.image_to_face_mat, mat, atol=1e-9)
+    np.testing.assert_allclose(after.landmarks, transform_points(after.source_landmarks, mat), atol=1e-3)
+    assert not np.allclose(after.image_to_face_mat, before.image_to_face_mat)
+    assert np.abs(after_img.astype(int) - warp_face(frame, mat, after_img.shape[0]).astype(int)).mean() < 2
+    assert np.abs(after_img.astype(int) - before_img.astype(int)).mean() > 2
+    assert after.extra["landmarks_edited"] is True and after.identity == before.identity
+
+
+def test_refit_carries_polygons_and_the_applied_mask_into_the_new_crop(media):
+    import cv2
+
+    from facelab.core.landmarks import FaceType, get_transform_mat, transform_points
+    from facelab.io.faceimage import FaceMeta, XSegPolygon
+    from facelab.stages.extract import refit_face
+
+    frame = read_image(media("obama.jpg"))
+    det = create_detector("blazeface").detect(frame)[0]
+    lm = create_landmarker("facemesh68").landmarks(frame, [det])[0]
+    mat = get_transform_mat(lm, 512, FaceType.WHOLE_FACE)
+    # a mask and a polygon marking one frame point (the nose tip), in the old crop
+    nose = transform_points(lm[30:31], mat)[0]
+    mask = np.zeros((256, 256), np.uint8)
+    cv2.circle(mask, (int(round(nose[0] / 2)), int(round(nose[1] / 2))), 6, 255, -1)
+    meta = FaceMeta(FaceType.WHOLE_FACE, transform_points(lm, mat), "a.jpg", None, lm, mat,
+                    xseg_polygons=(XSegPolygon(True, (nose + [[-5, -5], [5, -5], [0, 5]]).astype(np.float32)),)).with_xseg_mask(mask)
+    moved = lm.copy()
+    moved[:17] += (0, 30)  # a longer jaw: a new crop
+    _, new = refit_face(frame, 512, meta, moved)
+    new_nose = transform_points(lm[30:31], new.image_to_face_mat)[0]
+    assert np.abs(new.xseg_polygons[0].points.mean(0) - (new_nose + [0, -5 / 3])).max() < 0.5
+    ys, xs = np.nonzero(new.xseg_mask()[..., 0] > 0.5)
+    assert np.abs(np.array([xs.mean(), ys.mean()]) * 2 - new_nose).max() < 3

@@ -25,15 +25,18 @@ from itertools import islice
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, TypeVar
 
+import cv2
 import numpy as np
 
 from facelab.core.identity import TrackIdentities, nearest
-from facelab.core.landmarks import FACE_TYPE_CHOICES, FaceType, get_transform_mat, transform_points, warp_face
+from facelab.core.landmarks import (
+    FACE_TYPE_CHOICES, FaceType, compose_affine, get_rect_from_landmarks, get_transform_mat, transform_points, warp_face,
+)  # fmt: skip
 from facelab.core.overlay import draw_face_debug
 from facelab.core.tracking import link_tracks, smooth_track
 from facelab.detect.base import Detection, create_detector, create_landmarker, list_detectors, list_landmarkers
 from facelab.errors import ConfirmationNeeded, UserError
-from facelab.io.faceimage import FaceMeta, write_face
+from facelab.io.faceimage import FaceMeta, read_face, write_face
 from facelab.io.faceset import load_faceset
 from facelab.io.frames import list_images, read_image, write_image_atomic, write_text_atomic
 from facelab.log import progress
@@ -86,6 +89,9 @@ class ExtractOptions:
         "Re-extract deleted debug", False, ask=False,
         help="re-extract by hand the frames whose aligned_debug image you deleted",
     )  # fmt: skip
+    edit_landmarks: bool = option("Edit landmarks", False, ask=False,
+                                  help="open the landmark editor on the faces already in aligned/ (after the debug review): "
+                                       "drag points, Enter re-cuts the face from them, Space leaves it")  # fmt: skip
     overwrite: bool = option("Start over", False, ask=False,
                              help="delete faces already extracted (with other settings) without asking")  # fmt: skip
     identity: bool = option("Identities", True, ask=False,
@@ -257,6 +263,8 @@ def extract(ws: Workspace, opts: ExtractOptions) -> Report:
     report = lambda summary: Report("extract", summary, time.perf_counter() - started, asdict(job.counts))  # noqa: E731
     if opts.manual_reextract_deleted_debug:
         return report(_reextract_deleted_debug(job, frames))
+    if opts.edit_landmarks:
+        return report(_edit_landmarks(job))
     manual_only = opts.detector == "manual"
     resume_after = _resume_point(job, manual_only)
     if manual_only:
@@ -285,7 +293,7 @@ def _prepare(ws: Workspace, opts: ExtractOptions) -> tuple[_Job, list[Path]]:
     side = opts.side  # type: ignore[assignment]
     frames_dir, aligned_dir, debug_dir = ws.frames_dir(side), ws.aligned_dir(side), ws.aligned_debug_dir(side)
     reextract = opts.manual_reextract_deleted_debug
-    if (opts.detector == "manual" or reextract or opts.manual_fix) and not can_show_windows():
+    if (opts.detector == "manual" or reextract or opts.manual_fix or opts.edit_landmarks) and not can_show_windows():
         raise UserError("manual extraction opens a window and this machine has no display: run it on your desktop")
     if opts.reference and not Path(opts.reference).expanduser().exists():
         raise UserError(f"the reference {opts.reference} does not exist: give a photo of the person, a folder of photos, "
@@ -314,6 +322,59 @@ def _reextract_deleted_debug(job: _Job, frames: list[Path]) -> str:
             old.unlink()
     _manual_faces(targets, job)
     return f"{job.counts.faces} faces placed by hand on {len(targets)} frames whose debug image was deleted"
+
+
+def _edit_landmarks(job: _Job) -> str:
+    """`--edit-landmarks`: each aligned face on its frame in the manual window, with its stored
+    points; a face accepted with moved points is re-cut from the frame with them (`refit_face`)."""
+    faces = [f for f in load_faceset(job.aligned_dir)
+             if f.path is not None and f.meta is not None and f.meta.source_landmarks is not None and f.meta.source_filename
+             and f.meta.face_type != FaceType.MARK_ONLY and (job.frames_dir / f.meta.source_filename).is_file()]  # fmt: skip
+    if not faces:
+        raise UserError(f"{job.aligned_dir} has no faces whose frame is in {job.frames_dir}: extract faces first")
+    initial = {}
+    for f in faces:
+        meta = f.meta
+        assert meta is not None and meta.source_landmarks is not None
+        rect = meta.source_rect if meta.source_rect is not None else get_rect_from_landmarks(meta.source_landmarks)
+        initial[f.name] = (tuple(float(v) for v in rect), meta.source_landmarks)
+    from facelab.ui import manual  # Qt is imported only when a window is really opened
+
+    frames = [job.frames_dir / f.meta.source_filename for f in faces]  # type: ignore[union-attr]
+    results = manual.run_manual_pass(frames, _landmarker_factory(job.opts), job.face_type, job.size, initial,
+                                     keys=[f.name for f in faces])  # fmt: skip
+    edited = 0
+    for face, frame_path in zip(faces, frames):
+        placed = results.get(face.name)
+        if placed is None or np.array_equal(placed[1], initial[face.name][1]):
+            continue
+        image = read_image(frame_path)
+        if image is None:
+            continue
+        old_img, meta = read_face(face.path)  # type: ignore[arg-type]
+        new_img, new_meta = refit_face(image, old_img.shape[0], meta, np.asarray(placed[1], np.float32))
+        write_face(face.path, new_img, new_meta, job.opts.jpeg_quality)
+        edited += 1
+    return f"{edited} of {len(faces)} faces in {job.aligned_dir} re-cut from edited landmarks"
+
+
+def refit_face(frame: ImageBGR, size: int, meta: FaceMeta, landmarks: np.ndarray) -> tuple[ImageBGR, FaceMeta]:
+    """A face re-cut from `frame` with new frame-space `landmarks`: its crop and matrix follow
+    them, its hand-drawn polygons and applied mask are carried into the new crop."""
+    assert meta.image_to_face_mat is not None
+    mat = get_transform_mat(landmarks, size, meta.face_type)
+    old_to_new = compose_affine(mat, cv2.invertAffineTransform(meta.image_to_face_mat))
+    polygons = tuple(replace(p, points=transform_points(p.points, old_to_new).astype(np.float32)) for p in meta.xseg_polygons)
+    new = replace(meta, landmarks=transform_points(landmarks, mat).astype(np.float32), source_landmarks=landmarks,
+                  image_to_face_mat=mat, xseg_polygons=polygons, extra={**meta.extra, "landmarks_edited": True})  # fmt: skip
+    mask = meta.xseg_mask()
+    if mask is not None:  # stored at its own size (256 after apply): through the face's pixels and back
+        mh, mw = mask.shape[:2]
+        to_face = np.array([[size / mw, 0, 0], [0, size / mh, 0]])
+        back = np.array([[mw / size, 0, 0], [0, mh / size, 0]])
+        warp = compose_affine(back, compose_affine(old_to_new, to_face))
+        new = new.with_xseg_mask(cv2.warpAffine(mask[..., 0], warp, (mw, mh), flags=cv2.INTER_LINEAR))
+    return warp_face(frame, mat, size), new
 
 
 def _resume_point(job: _Job, manual_only: bool) -> str | None:
@@ -354,9 +415,8 @@ def _summary(job: _Job, unreadable: list[str]) -> str:
     return summary
 
 
-def _manual_faces(frames: list[Path], job: _Job) -> None:
-    """Open the manual window on `frames` and write the faces placed there."""
-    opts = job.opts
+def _landmarker_factory(opts: ExtractOptions) -> Callable[[bool], object]:
+    """The manual window's landmarkers, made on first use: accurate (two passes) or not."""
     landmarkers: dict[bool, object] = {}
 
     def landmarker_for(accurate: bool):  # noqa: ANN202
@@ -367,9 +427,15 @@ def _manual_faces(frames: list[Path], job: _Job) -> None:
             )
         return landmarkers[accurate]
 
+    return landmarker_for
+
+
+def _manual_faces(frames: list[Path], job: _Job) -> None:
+    """Open the manual window on `frames` and write the faces placed there."""
+    opts = job.opts
     from facelab.ui import manual  # Qt is imported only when a window is really opened
 
-    results = manual.run_manual_pass(frames, landmarker_for, job.face_type, job.size)
+    results = manual.run_manual_pass(frames, _landmarker_factory(opts), job.face_type, job.size)
     identity = None
     if opts.identity and results:
         from facelab.detect.base import create_identity

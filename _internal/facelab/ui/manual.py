@@ -8,6 +8,14 @@ Keys and mouse, as DeepFaceLab's manual pass:
 - `,`: previous frame (its accepted box comes back locked for re-editing); `.`: next frame;
 - `a`: accuracy (two landmark passes) on/off; `h`: help; `q` or Esc: finish (the rest is skipped).
 
+Landmark editing (faceswap's manual tool; a walkthrough of ours fixes long chins this way): once
+the box is locked, drag a landmark to move it, Shift+drag to move its whole part (the jaw, one
+brow, the nose, one eye, the mouth); Ctrl+Z undoes, Ctrl+Y (or Ctrl+Shift+Z) redoes. Accepting
+keeps the edited points: the crop, its matrix and the landmark masks are made from them. Moving
+the box again re-fits the points (the edits of that box are gone; Ctrl+Z brings them back).
+The same window edits faces already extracted (`extract --edit-landmarks`): then each item is
+one aligned face, shown on its frame with its stored points, and Space leaves it as it is.
+
 The window only shows state and collects answers (`results`); the extraction stage writes faces.
 """
 
@@ -28,9 +36,13 @@ from facelab.types import ImageBGR
 
 HELP = [
     "mouse: move the box    wheel: box size    left click: lock / unlock",
+    "locked: drag a point to move it, Shift+drag its part    Ctrl+Z / Ctrl+Y: undo / redo",
     "Enter: accept face, next frame    Space: no face, next frame",
     ", : previous frame    . : next frame    a: accuracy    h: this help    q / Esc: finish",
 ]
+# the parts Shift+drag moves together
+PARTS = [range(0, 17), range(17, 22), range(22, 27), range(27, 36), range(36, 42), range(42, 48), range(48, 68)]
+GRAB_PX = 8.0  # how near (window px) a press must be to take a point
 
 Result = tuple[tuple[float, float, float, float], np.ndarray] | None
 
@@ -42,7 +54,9 @@ class ManualExtractWindow(QWidget):
         frames: the frame files to visit, in order.
         landmarker_for: returns the landmarker to use; its argument is the accuracy flag.
         face_type, size: only to draw the crop outline the face will get.
-        initial: results already known (re-editing), by frame name.
+        initial: results already known (re-editing), by key; shown with their own landmarks.
+        keys: what each item is called in `results` (default: the frame's file name); editing
+            aligned faces names them by face, several of which may share a frame.
     """
 
     closed = Signal()
@@ -54,9 +68,11 @@ class ManualExtractWindow(QWidget):
         face_type: FaceType = FaceType.WHOLE_FACE,
         size: int = 512,
         initial: dict[str, Result] | None = None,
+        keys: Sequence[str] | None = None,
     ):
         super().__init__()
         self.frames = list(frames)
+        self.keys = list(keys) if keys is not None else [p.name for p in self.frames]
         self.landmarker_for = landmarker_for
         self.face_type, self.size = face_type, size
         self.results: dict[str, Result] = dict(initial or {})
@@ -70,6 +86,10 @@ class ManualExtractWindow(QWidget):
         self.current: Result = None
         self.image: ImageBGR | None = None
         self._qimage: QImage | None = None
+        self.undo_stack: list[np.ndarray] = []
+        self.redo_stack: list[np.ndarray] = []
+        self._drag: tuple[list[int], np.ndarray] | None = None  # the points being dragged, the press in frame px
+        self.edited = False  # the points differ from the landmarker's fit of the box
         self.setMouseTracking(True)
         self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
         self.setWindowTitle("FaceLab - manual face extraction")
@@ -89,14 +109,15 @@ class ManualExtractWindow(QWidget):
             rgb = np.ascontiguousarray(self.image[:, :, ::-1])
             h, w = rgb.shape[:2]
             self._qimage = QImage(rgb.data, w, h, 3 * w, QImage.Format.Format_RGB888).copy()
-        previous = self.results.get(path.name)
+        previous = self.results.get(self.keys[self.index])
         self.current = None
-        if previous is not None:  # re-edit: bring the accepted box back, locked
-            (l, t, r, b), _ = previous
+        self.undo_stack, self.redo_stack, self.edited = [], [], False
+        if previous is not None:  # re-edit: bring the accepted box back, locked, with its points as they were
+            (l, t, r, b), lm = previous
             self.centre = np.array([(l + r) / 2, (t + b) / 2])
             self.half = (r - l) / 2
             self.locked = True
-            self._fit()
+            self.current = ((l, t, r, b), np.array(lm, np.float32))
         else:
             self.locked = False
             if self.centre is not None:
@@ -112,6 +133,10 @@ class ManualExtractWindow(QWidget):
         cx, cy = self.centre
         rect = (cx - self.half, cy - self.half, cx + self.half, cy + self.half)
         lm = self.landmarker_for(self.accurate).landmarks(self.image, [Detection(rect, 1.0)])[0]
+        if self.current is not None and self.edited:  # a re-fit replaces edited points: undo brings them back
+            self.undo_stack.append(self.current[1].copy())
+            self.redo_stack.clear()
+        self.edited = False
         self.current = None if lm is None else (rect, np.asarray(lm, np.float32))
         self.update()
 
@@ -120,12 +145,39 @@ class ManualExtractWindow(QWidget):
         self._load()
 
     def accept(self) -> None:
-        self.results[self.frames[self.index].name] = self.current
+        self.results[self.keys[self.index]] = self.current
         self._go(self.index + 1)
 
     def skip(self) -> None:
-        self.results[self.frames[self.index].name] = None
+        self.results[self.keys[self.index]] = None
         self._go(self.index + 1)
+
+    # ---------------------------------------------------------------- landmark editing
+
+    def point_at(self, pos: QPointF) -> int | None:
+        """The landmark under a window position (within GRAB_PX), or None."""
+        if self.current is None:
+            return None
+        view = np.array([[p.x(), p.y()] for p in self.to_view(self.current[1])])
+        dist = np.hypot(*(view - [pos.x(), pos.y()]).T)
+        k = int(dist.argmin())
+        return k if dist[k] <= GRAB_PX else None
+
+    def _set_points(self, lm: np.ndarray) -> None:
+        assert self.current is not None
+        self.current = (self.current[0], lm.astype(np.float32))
+        self.edited = True
+        self.update()
+
+    def undo(self) -> None:
+        if self.undo_stack and self.current is not None:
+            self.redo_stack.append(self.current[1].copy())
+            self._set_points(self.undo_stack.pop())
+
+    def redo(self) -> None:
+        if self.redo_stack and self.current is not None:
+            self.undo_stack.append(self.current[1].copy())
+            self._set_points(self.redo_stack.pop())
 
     def finish(self) -> None:
         self.finished = True
@@ -157,12 +209,31 @@ class ManualExtractWindow(QWidget):
     # ---------------------------------------------------------------- events
 
     def mouseMoveEvent(self, event: QMouseEvent) -> None:  # noqa: N802 - Qt's name
-        if not self.locked:
+        if self._drag is not None and self.current is not None:
+            points, start = self._drag
+            lm = self.undo_stack[-1].copy()  # the points as the drag found them
+            lm[points] += self.to_frame(event.position()) - start
+            self._set_points(lm)
+        elif not self.locked:
             self.centre = self.to_frame(event.position())
             self._fit()
 
+    def mouseReleaseEvent(self, event: QMouseEvent) -> None:  # noqa: N802
+        if self._drag is not None:
+            self.mouseMoveEvent(event)
+            self._drag = None
+
     def mousePressEvent(self, event: QMouseEvent) -> None:  # noqa: N802
         if event.button() == Qt.MouseButton.LeftButton:
+            grabbed = self.point_at(event.position()) if self.locked else None
+            if grabbed is not None:
+                assert self.current is not None
+                whole_part = bool(event.modifiers() & Qt.KeyboardModifier.ShiftModifier)
+                points = list(next(p for p in PARTS if grabbed in p)) if whole_part else [grabbed]
+                self.undo_stack.append(self.current[1].copy())
+                self.redo_stack.clear()
+                self._drag = (points, self.to_frame(event.position()))
+                return
             if not self.locked:
                 self.centre = self.to_frame(event.position())
                 self._fit()
@@ -179,7 +250,13 @@ class ManualExtractWindow(QWidget):
 
     def keyPressEvent(self, event: QKeyEvent) -> None:  # noqa: N802
         key = event.key()
-        if key in (Qt.Key.Key_Return, Qt.Key.Key_Enter):
+        ctrl = bool(event.modifiers() & Qt.KeyboardModifier.ControlModifier)
+        shift = bool(event.modifiers() & Qt.KeyboardModifier.ShiftModifier)
+        if ctrl and (key == Qt.Key.Key_Y or (key == Qt.Key.Key_Z and shift)):
+            self.redo()
+        elif ctrl and key == Qt.Key.Key_Z:
+            self.undo()
+        elif key in (Qt.Key.Key_Return, Qt.Key.Key_Enter):
             self.accept()
         elif key == Qt.Key.Key_Space:
             self.skip()
@@ -218,8 +295,10 @@ class ManualExtractWindow(QWidget):
                 p.setPen(QPen(QColor(255, 0, 0), 2))
                 p.drawPolygon(QPolygonF(self.to_view(square)))
             p.setPen(QPen(QColor(0, 255, 255) if self.locked else QColor(0, 255, 0), 2))
+            for part in PARTS:  # the parts as lines, so a dragged point's neighbours show the shape
+                p.drawPolyline(QPolygonF(self.to_view(lm[list(part)])))
             for pt in self.to_view(lm):
-                p.drawEllipse(pt, 1.5, 1.5)
+                p.drawEllipse(pt, 2.5 if self.locked else 1.5, 2.5 if self.locked else 1.5)
         p.setPen(QColor(255, 255, 255))
         p.setFont(QFont("Sans", 10))
         status = (f"frame {self.index + 1}/{len(self.frames)}   box {2 * self.half:.0f} px   "
@@ -237,10 +316,11 @@ def run_manual_pass(
     face_type: FaceType,
     size: int,
     initial: dict[str, Result] | None = None,
+    keys: Sequence[str] | None = None,
 ) -> dict[str, Result]:
-    """Show the window until the user finishes; return {frame name: (box, landmarks) or None}."""
+    """Show the window until the user finishes; return {key (frame name): (box, landmarks) or None}."""
     _app = QApplication.instance() or QApplication([])  # noqa: F841 - must exist (and live) before any widget
-    window = ManualExtractWindow(frames, landmarker_for, face_type, size, initial)
+    window = ManualExtractWindow(frames, landmarker_for, face_type, size, initial, keys)
     loop = QEventLoop()
     window.closed.connect(loop.quit)
     window.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)  # deleted here, never by a later GC in another thread
