@@ -141,3 +141,22 @@ def test_lr_dropout_keeps_about_30_percent_and_clipnorm_caps_the_step():
     q.grad = torch.full((4,), 100.0)
     opt.step()
     assert torch.allclose(q.grad.norm(), torch.tensor(1.0), atol=1e-4)  # clipped in place before the update
+
+
+def test_training_avg_color_matches_the_mean_inside_each_mask_and_agrees_with_the_merger():
+    from facelab.core.color import avg_color as merger_avg_color
+
+    gen = torch.Generator().manual_seed(1)
+    target = torch.rand(2, 3, 16, 16, generator=gen) * 0.5 + 0.25
+    source = torch.rand(2, 3, 16, 16, generator=gen) * 0.4 + 0.1
+    tmask = torch.zeros(2, 1, 16, 16)
+    tmask[..., 4:12, 4:12] = 1
+    smask = torch.zeros(2, 1, 16, 16)
+    smask[..., 2:10, 6:14] = 1
+    out = C.color_transfer("avg-color", target, source, gen, tmask, smask)
+    inside = lambda x, m: (x * m).sum((2, 3)) / m.sum((2, 3))  # noqa: E731
+    assert torch.allclose(inside(out, tmask), inside(source, smask), atol=1e-5)
+    assert torch.allclose(out - target, (out - target)[..., :1, :1].expand_as(out), atol=1e-6)  # a shift per channel
+    same = merger_avg_color(target[0].permute(1, 2, 0).numpy(), source[0].permute(1, 2, 0).numpy(), tmask[0, 0].numpy()[..., None])
+    ours = C.color_transfer("avg-color", target[:1], source[:1], gen, tmask[:1], tmask[:1])
+    assert np.abs(ours[0].permute(1, 2, 0).numpy() - same).max() < 1e-5

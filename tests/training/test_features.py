@@ -18,7 +18,7 @@ FEATURES = {
                                            "clipgrad": True, "lr_dropout": "y", "random_hsv_power": 0.1},
     "rmsprop-no-warp-flips-wf": {"adabelief": False, "random_warp": False, "random_src_flip": True, "face_type": "wf",
                                  "masked_training": False},
-    **{f"ct-{m}": {"ct_mode": m} for m in ("rct", "lct", "mkl", "idt", "sot")},
+    **{f"ct-{m}": {"ct_mode": m} for m in ("rct", "lct", "mkl", "idt", "sot", "avg-color")},
 }
 
 

@@ -151,8 +151,24 @@ def sot(target: torch.Tensor, source: torch.Tensor, gen: torch.Generator, steps:
     return (target.double() + diff).to(target.dtype).clamp(0, 1)
 
 
-def color_transfer(mode: str, target: torch.Tensor, source: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """`target` recoloured toward `source` (both N x 3 x H x W BGR in [0, 1])."""
+def avg_color(target: torch.Tensor, source: torch.Tensor, target_mask: torch.Tensor | None = None,
+              source_mask: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+    """faceswap's avg-color: each channel shifted so that the mean inside the target's mask is the
+    mean inside the source's (masks N x 1 x H x W in [0, 1]; None: the whole face)."""
+
+    def mean(x: torch.Tensor, m: torch.Tensor | None) -> torch.Tensor:
+        m = torch.ones_like(x[:, :1]) if m is None else m
+        return (x * m).sum((2, 3)) / m.sum((2, 3)).clamp_min(1e-6)
+
+    return (target + (mean(source, source_mask) - mean(target, target_mask))[..., None, None]).clamp(0, 1)
+
+
+def color_transfer(mode: str, target: torch.Tensor, source: torch.Tensor, gen: torch.Generator,
+                   target_mask: torch.Tensor | None = None, source_mask: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+    """`target` recoloured toward `source` (both N x 3 x H x W BGR in [0, 1]; the masks, N x 1 x H x W,
+    are used by avg-color only)."""
+    if mode == "avg-color":
+        return avg_color(target, source, target_mask, source_mask)
     if mode == "rct":
         return rct(target, source)
     if mode == "lct":

@@ -13,7 +13,7 @@ from facelab.core.landmarks import FACE_TYPE_CHOICES
 from facelab.models.store import SWAP_MODELS
 from facelab.options import option
 
-CT_MODES = ("none", "rct", "lct", "mkl", "idt", "sot")
+CT_MODES = ("none", "rct", "lct", "mkl", "idt", "sot", "avg-color")
 
 
 @dataclass(frozen=True)

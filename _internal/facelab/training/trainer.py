@@ -399,8 +399,9 @@ class Trainer:
         from facelab.nn.color import color_transfer
 
         ref_idx = torch.randint(0, self.data["dst"].cache.images.shape[0], (src_u8.shape[0],), generator=self.cpu_gen)
-        ref = self.data["dst"].gather(ref_idx)[:, :3].float() / 255
-        bgr = color_transfer(self.opts.ct_mode, src_u8[:, :3].float() / 255, ref, self.gen)
+        ref = self.data["dst"].gather(ref_idx)[:, :4].float() / 255
+        src = src_u8[:, :4].float() / 255
+        bgr = color_transfer(self.opts.ct_mode, src[:, :3], ref[:, :3], self.gen, src[:, 3:4], ref[:, 3:4])
         return torch.cat([(bgr * 255).round().clamp(0, 255).to(torch.uint8), src_u8[:, 3:]], 1)
 
     def _blur_out(self, batch):  # noqa: ANN001, ANN202
