@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
-from facelab.core.landmarks import FaceType, get_transform_mat, transform_points, warp_face
+from facelab.core.landmarks import FaceType, compose_affine, get_transform_mat, transform_points, warp_face
 from facelab.io.faceimage import read_face
 from facelab.io.frames import list_images
 from golden import faceswap_golden
@@ -46,6 +46,17 @@ def test_alignments_and_frames_give_every_face_with_its_landmarks_matrix_and_mas
         frame = cv2.imread(str(g / "frames" / e["frame"]))
         assert np.abs(img.astype(int) - warp_face(frame, mat, 512).astype(int)).mean() < 2  # JPEG only
         assert meta.source_filename == e["frame"] and meta.extra["faceswap_face_index"] == e["face_index"]
+        # consistent with faceswap's own frame -> face matrix: its PNG, carried into our crop
+        # through (ours) o (faceswap's)^-1, is our face wherever faceswap's crop saw the frame
+        fs_mat = np.array(e["alignment_to_frame"]["frame_to_face_matrix"])
+        png_to_ours = compose_affine(mat, cv2.invertAffineTransform(fs_mat))
+        png = cv2.imread(str(g / e["face_png"]))
+        carried = cv2.warpAffine(png, png_to_ours, (512, 512), flags=cv2.INTER_CUBIC)
+        covered = cv2.warpAffine(np.full((512, 512), 255, np.uint8), png_to_ours, (512, 512)) == 255
+        covered &= warp_face(np.full_like(frame, 255), mat, 512)[..., 0] == 255  # and the frame itself
+        covered = cv2.erode(covered.astype(np.uint8), np.ones((9, 9), np.uint8)) > 0
+        assert covered.mean() > 0.3
+        assert np.abs(carried.astype(int) - img.astype(int))[covered].mean() < 4, e["face_png"]
         x, y, w, h = e["box_xywh"]
         np.testing.assert_array_equal(meta.source_rect, [x, y, x + w, y + h])
         # the applied mask is faceswap's "extended": put back into the frame, it is faceswap's own
