@@ -4,7 +4,8 @@ SAEHD liae-ud and df-ud at 128 px full face, ae 256, e 64, d 64, mask 22, batch 
 training, random warp, AdaBelief; Quick96 at batch 4. Plus this machine's fp32 5x5 conv
 throughput, so a step reads as a share of the machine's limit.
 
-    _internal/venv/bin/python bench/train.py [--iters 6] [--device auto] [--configs liae-ud,df-ud,quick96]
+    _internal/venv/bin/python bench/train.py [--iters 6] [--device auto] [--precision fp32|bf16|auto]
+        [--configs liae-ud,df-ud,quick96] [--profile]
     _internal/venv/bin/python bench/train.py --memory [--memory-resolution 256] [--memory-batch 4]
 
 `--memory`: the peak memory of a fresh process training liae-ud (ae 256, e 64, d 64) at batch 4,
@@ -12,7 +13,12 @@ with and without gradient checkpointing (peak RSS on the CPU, PyTorch's reserved
 measured by the same probe as `--batch-size auto`, and the step time of each.
 
 Keys: model, archi, ms_per_iter, data_ms_per_iter, faces_per_s, gflop_per_iter, gflop_per_s,
-peak_rss_mib, device (+ conv_gflop_per_s on the "machine" line).
+peak_rss_mib, device, the machine (CPU model, cores, flags), and `limit`: this machine's GFLOP/s,
+measured in the same run, on exactly the convolutions of the configuration's step (each shape
+timed alone, weighted by its FLOPs) and on a large matmul, for fp32 and bf16, with
+`share_of_limit`: the step's GFLOP/s as a share of the conv-mix limit of the precision it ran in.
+`--profile` adds `profile`: the step's time by op family (conv forward / backward, other ops,
+losses, optimiser, data, copies and reorders) from torch.profiler (bench/profile_step.py).
 """
 
 from __future__ import annotations
@@ -31,8 +37,11 @@ import cv2
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from machine import conv_mix_limit, conv_shapes, machine  # noqa: E402
 from media import media_file  # noqa: E402
+from profile_step import profile_steps  # noqa: E402
 
 from facelab.nn.augment import augment  # noqa: E402
 from facelab.options import resolve_options  # noqa: E402
@@ -119,6 +128,7 @@ def main() -> None:
     ap.add_argument("--memory", action="store_true", help="peak memory with and without gradient checkpointing instead")
     ap.add_argument("--memory-resolution", type=int, default=256)
     ap.add_argument("--memory-batch", type=int, default=4)
+    ap.add_argument("--profile", action="store_true", help="also the step's time by op family (torch.profiler)")
     ap.add_argument("--extra", default="", help="extra options as JSON, e.g. '{\"resolution\": 256, \"archi\": \"liae-udt\"}'")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="facelab-bench-train-"))
@@ -153,6 +163,10 @@ def main() -> None:
             ms = statistics.median(times) * 1000
             batch = trainer._batch_size("src")
             gflop = trainer.model.gflop_per_sample() * 3 * 2 * batch  # forward + backward (2x), both sides
+            probe = trainer.data["src"].gather(torch.arange(batch) % len(trainer.data["src"].cache))[:, :3].float().div(255)
+            limit = conv_mix_limit(conv_shapes(trainer.model, probe, probe), device)
+            used = "bf16" if trainer.amp_dtype == torch.bfloat16 else "fp32"
+            extra = {"profile": profile_steps(trainer)} if args.profile else {}
             print(json.dumps({
                 "bench": "train", "model": opts.model, "archi": trainer.arch.archi, "resolution": trainer.res,
                 "batch": batch, "ms_per_iter": round(ms, 1), "data_ms_per_iter": round(statistics.median(data_times) * 1000, 1),
@@ -161,10 +175,12 @@ def main() -> None:
                 "gflop_per_s": round(gflop / (ms / 1000), 1),
                 "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 0),
                 "device": str(device), "precision": str(trainer.amp_dtype or "fp32"), "threads": torch.get_num_threads(),
+                "limit": limit, "share_of_limit": round(gflop / (ms / 1000) / limit[used]["conv_mix_gflop_per_s"], 3),
+                **extra, **machine(),
             }))  # fmt: skip
             sys.stdout.flush()
         device = trainer.device
-        print(json.dumps({"bench": "train", "what": "machine", "device": str(device),
+        print(json.dumps({"bench": "train", "what": "machine", "device": str(device), **machine(),
                           "conv5x5_fp32_gflop_per_s": round(conv_throughput(device), 1),
                           **({"conv5x5_bf16_gflop_per_s": round(conv_throughput(device, torch.bfloat16), 1)} if device.type == "cuda" else {})}))  # fmt: skip
     finally:
