@@ -160,3 +160,18 @@ def test_training_avg_color_matches_the_mean_inside_each_mask_and_agrees_with_th
     same = merger_avg_color(target[0].permute(1, 2, 0).numpy(), source[0].permute(1, 2, 0).numpy(), tmask[0, 0].numpy()[..., None])
     ours = C.color_transfer("avg-color", target[:1], source[:1], gen, tmask[:1], tmask[:1])
     assert np.abs(ours[0].permute(1, 2, 0).numpy() - same).max() < 1e-5
+
+
+def test_lr_dropout_mask_keeps_the_rate_with_independent_neighbours():
+    from facelab.nn.optim import keep_mask
+
+    gen = torch.Generator().manual_seed(5)
+    like = torch.empty(1001, 1003)  # not a multiple of 4
+    m = keep_mask(like, 0.3, gen)
+    assert m.shape == like.shape and m.dtype == torch.bool
+    x = m.flatten().float()
+    assert abs(x.mean().item() - 0.3) < 0.003
+    for lag in (1, 2, 3, 4):  # the four draws of one 64-bit number are independent
+        assert abs(torch.corrcoef(torch.stack([x[:-lag], x[lag:]]))[0, 1].item()) < 0.005
+    assert not torch.equal(m, keep_mask(like, 0.3, gen))  # a new mask each step
+    assert keep_mask(torch.empty(3), 1.0).all() and not keep_mask(torch.empty(1000), 0.0).any()

@@ -273,12 +273,17 @@ class SAEHD(nn.Module):
 
     # codes -----------------------------------------------------------------
     def codes(self, src: torch.Tensor, dst: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Decoder inputs for src->src and dst->dst (and the df true-face discriminator's codes)."""
+        """Decoder inputs for src->src and dst->dst (and the df true-face discriminator's codes).
+
+        src and dst go through the encoder (and the shared inter) as one batch: larger matrix
+        products for the same numbers (no layer mixes the samples of a batch)."""
+        n = src.shape[0]
+        code = self.encoder(torch.cat([src, dst]))
         if self.arch.kind == "df":
-            return self.inter(self.encoder(src)), self.inter(self.encoder(dst))
-        ab_src = self.inter_AB(self.encoder(src))
-        code_dst = self.encoder(dst)
-        return torch.cat([ab_src, ab_src], 1), torch.cat([self.inter_B(code_dst), self.inter_AB(code_dst)], 1)
+            z = self.inter(code)
+            return z[:n], z[n:]
+        ab = self.inter_AB(code)
+        return torch.cat([ab[:n], ab[:n]], 1), torch.cat([self.inter_B(code[n:]), ab[n:]], 1)
 
     def decode_src(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return (self.decoder_src if self.arch.kind == "df" else self.decoder)(z)
@@ -296,8 +301,13 @@ class SAEHD(nn.Module):
     # outputs ---------------------------------------------------------------
     def forward(self, src: torch.Tensor, dst: torch.Tensor) -> dict[str, torch.Tensor]:
         z_src, z_dst = self.codes(src, dst)
-        pred_src, pred_src_mask = self.decode_src(z_src)
-        pred_dst, pred_dst_mask = self.decode_dst(z_dst)
+        if self.arch.kind == "df":
+            pred_src, pred_src_mask = self.decode_src(z_src)
+            pred_dst, pred_dst_mask = self.decode_dst(z_dst)
+        else:  # liae: one decoder for both sides, one batch
+            n = z_src.shape[0]
+            pred, mask = self.decoder(torch.cat([z_src, z_dst]))
+            pred_src, pred_dst, pred_src_mask, pred_dst_mask = pred[:n], pred[n:], mask[:n], mask[n:]
         return {"pred_src": pred_src, "pred_src_mask": pred_src_mask, "pred_dst": pred_dst,
                 "pred_dst_mask": pred_dst_mask, "code_src": z_src, "code_dst": z_dst}  # fmt: skip
 

@@ -34,6 +34,19 @@ def _chunks(tensors: list[torch.Tensor]) -> list[slice]:
     return out
 
 
+def keep_mask(like: torch.Tensor, keep: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """A bool tensor shaped as `like`, True with probability `keep` (to 1/65536).
+
+    Each random 64-bit number gives four 16-bit uniform draws: a quarter of the random numbers
+    `torch.bernoulli` would draw, 4x faster on a CPU, where lr dropout's draws for every weight at
+    every step were most of Quick96's optimiser time."""
+    if keep >= 1.0 or keep <= 0.0:  # (65536 levels do not fit an int16 comparison)
+        return torch.full(like.shape, keep >= 1.0, dtype=torch.bool, device=like.device)
+    n = like.numel()
+    draws = torch.randint(-(2**63), 2**63 - 1, ((n + 3) // 4,), dtype=torch.int64, device=like.device, generator=generator)
+    return (draws.view(torch.int16)[:n] < round(keep * 65536) - 32768).view(like.shape)
+
+
 def _clip_(params: list[torch.Tensor], grads: list[torch.Tensor], clipnorm: float) -> None:
     if clipnorm <= 0 or not grads:
         return
@@ -63,9 +76,11 @@ class _DFLOptimizer(Optimizer):
         if keep >= 1.0:
             return
         for u in updates:
-            u.mul_(torch.bernoulli(torch.full_like(u, keep), generator=generator))
+            u.mul_(keep_mask(u, keep, generator))
 
-    def _direction(self, group: dict, grads: list[torch.Tensor], slots: list[list[torch.Tensor]]) -> list[torch.Tensor]:
+    def _direction(self, group: dict, grads: list[torch.Tensor],
+                   slots: list[list[torch.Tensor]]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:  # fmt: skip
+        """Update the slots; return (numerators, denominators): the update is -lr x their ratio."""
         raise NotImplementedError
 
     @torch.no_grad()
@@ -103,7 +118,11 @@ class _DFLOptimizer(Optimizer):
                 sl = slice(a, a + slice_size)
                 self._apply(group, [flat(params[0])[sl]], [flat(grads[0])[sl]], [[flat(s[0])[sl]] for s in slots], lr)
             return
-        updates = self._direction(group, grads, slots)
+        num, denom = self._direction(group, grads, slots)
+        if group["lr_dropout"] >= 1.0:  # one fused pass: w += -lr num / denom
+            torch._foreach_addcdiv_(params, num, denom, value=-lr)
+            return
+        updates = torch._foreach_div(num, denom)
         torch._foreach_mul_(updates, -lr)
         self._dropout_(updates, group["lr_dropout"], self.generator)
         torch._foreach_add_(params, updates)
@@ -128,19 +147,19 @@ class AdaBelief(_DFLOptimizer):
                  clipnorm: float = 0.0, generator: torch.Generator | None = None):  # fmt: skip
         super().__init__(params, dict(lr=lr, betas=betas, lr_dropout=lr_dropout, lr_cos=lr_cos, clipnorm=clipnorm), generator)
 
-    def _direction(self, group: dict, grads: list[torch.Tensor], slots: list[list[torch.Tensor]]) -> list[torch.Tensor]:
+    def _direction(self, group: dict, grads: list[torch.Tensor],
+                   slots: list[list[torch.Tensor]]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:  # fmt: skip
+        # fused forms of DFL's rule: fewer passes over the weights' memory (the update is memory-bound)
         ms, vs = slots
         b1, b2 = group["betas"]
-        torch._foreach_mul_(ms, b1)
-        torch._foreach_add_(ms, grads, alpha=1 - b1)
+        torch._foreach_lerp_(ms, grads, 1 - b1)  # m = b1 m + (1 - b1) g
         diff = torch._foreach_sub(grads, ms)
-        torch._foreach_mul_(diff, diff)
         torch._foreach_mul_(vs, b2)
-        torch._foreach_add_(vs, diff, alpha=1 - b2)
+        torch._foreach_addcmul_(vs, diff, diff, value=1 - b2)  # v = b2 v + (1 - b2) (g - m)^2
         del diff
         denom = torch._foreach_sqrt(vs)
         torch._foreach_add_(denom, EPS)
-        return torch._foreach_div(ms, denom)
+        return ms, denom
 
 
 class RMSprop(_DFLOptimizer):
@@ -150,11 +169,12 @@ class RMSprop(_DFLOptimizer):
                  clipnorm: float = 0.0, generator: torch.Generator | None = None):  # fmt: skip
         super().__init__(params, dict(lr=lr, rho=rho, lr_dropout=lr_dropout, lr_cos=lr_cos, clipnorm=clipnorm), generator)
 
-    def _direction(self, group: dict, grads: list[torch.Tensor], slots: list[list[torch.Tensor]]) -> list[torch.Tensor]:
+    def _direction(self, group: dict, grads: list[torch.Tensor],
+                   slots: list[list[torch.Tensor]]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:  # fmt: skip
         (accs,) = slots
         rho = group["rho"]
         torch._foreach_mul_(accs, rho)
         torch._foreach_addcmul_(accs, grads, grads, value=1 - rho)
         denom = torch._foreach_sqrt(accs)
         torch._foreach_add_(denom, EPS)
-        return torch._foreach_div(grads, denom)
+        return grads, denom
