@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import sys
 import tempfile
@@ -28,7 +27,9 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from machine import machine  # noqa: E402
 from media import media_file  # noqa: E402
 
 from facelab.core.landmarks import FaceType, get_transform_mat, warp_face  # noqa: E402
@@ -73,7 +74,7 @@ def main() -> None:
         ws = Workspace.at(tmp / "workspace")
         ws.create_layout()
         make_frames(ws.frames_dir("dst"), args.frames, args.ext)
-        base = {"bench": "extract", "device": "cpu", "cpu": platform.processor() or platform.machine(),
+        base = {"bench": "extract", "device": "cpu", **machine(),
                 "cores": os.cpu_count(), "frame": "1280x720", "frame_format": args.ext,
                 "detector": "blazeface", "landmarker": "facemesh68"}  # fmt: skip
 

@@ -18,7 +18,6 @@ Prints one JSON object per landmarker.
 from __future__ import annotations
 
 import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -27,7 +26,9 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from machine import machine  # noqa: E402
 from media import media_file  # noqa: E402
 
 from facelab.core.landmarks import estimate_pitch_yaw_roll, get_transform_mat, transform_points  # noqa: E402
@@ -101,7 +102,7 @@ def main() -> int:
         traj = [lm.landmarks(f, d)[0] if d else None for f, d in zip(video, video_dets)]
         raw = np.stack([t for t in traj if t is not None])
         result = {
-            "bench": "landmarks", "landmarker": shown, "faces": len(rows), "cpu": platform.processor() or platform.machine(),
+            "bench": "landmarks", "landmarker": shown, "faces": len(rows), **machine(),
             "nme68_pct": round(float(np.mean([r["nme68"] for r in rows])), 2),
             "nme51_pct": round(float(np.mean([r["nme51"] for r in rows])), 2),
             "jaw_pct": round(float(np.mean([r["jaw"] for r in rows])), 2),

@@ -1,4 +1,5 @@
-"""Batch merge speed: frames/s for 720p frames with one face, overlay + rct (DFL on this CPU: 3.95).
+"""Batch merge speed: frames/s for 720p frames with one face, overlay + rct (for DeepFaceLab side by
+side see README, Performance: its figure is valid only from the same sitting on the same machine).
 
 Uses a SAEHD liae-ud 128 px model (ae 256, e 64, d 64) with fresh weights (speed does not depend
 on training) on 720p frames built from the carphone video, including PNG writing.
@@ -26,6 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from extract import make_frames  # noqa: E402
+from machine import machine  # noqa: E402
 
 from facelab.nn.device import inference_dtype, resolve_device  # noqa: E402
 from facelab.options import resolve_options  # noqa: E402
@@ -67,7 +69,7 @@ def main() -> None:
                               "precision": "fp32" if onnx or dtype is None else str(dtype).removeprefix("torch."), "frames": n,
                               "seconds": round(report.seconds, 2), "frames_per_s": round(n / report.counts["merging_seconds"], 2),
                               "frames_per_s_with_loading": round(n / report.seconds, 2),
-                              "device": "cpu (onnxruntime)" if onnx else str(device), "dfl_same_cpu_frames_per_s": 3.95}))  # fmt: skip
+                              "device": "cpu (onnxruntime)" if onnx else str(device), **machine()}))  # fmt: skip
             for p in ws.merged_dir.glob("*.png"):
                 p.unlink()
         window_timing(ws, args.device)

@@ -13,7 +13,6 @@ import contextlib
 import functools
 from typing import Callable, Iterator
 
-import torch
 from torch.profiler import ProfilerActivity, profile, record_function
 
 SCOPES = {"facelab:data": "data", "facelab:losses": "losses", "facelab:optimiser": "optimiser"}
