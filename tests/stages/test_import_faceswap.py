@@ -182,3 +182,56 @@ def test_a_damaged_or_malicious_alignments_file_is_one_line_and_nothing_is_writt
     assert len(lines) == 1 and "alignments.fsa" in lines[0] and "Traceback" not in proc.stderr, proc.stderr
     assert not (tmp_path / "pwned").exists()
     assert list_images(ws.aligned_dir("dst")) == []
+
+
+def test_alignments_of_a_video_find_our_numbered_frames(ws, script, tmp_path):
+    """faceswap names a video's frames `<video>_000001.png`; script 3 names ours `00001.png`."""
+    g = faceswap_golden()
+    table = pickle.loads(zlib.decompress((g / "alignments.fsa").read_bytes()))  # our own reference file
+    names = sorted(table["__data__"])
+    table["__data__"] = {f"data_dst_{i + 1:06d}.png": table["__data__"][n] for i, n in enumerate(names)}
+    fsa = tmp_path / "data_dst_alignments.fsa"
+    fsa.write_bytes(zlib.compress(pickle.dumps(table, protocol=4)))
+    for i, n in enumerate(names):
+        cv2.imwrite(str(ws.frames_dir("dst") / f"{i + 1:05d}.png"), cv2.imread(str(g / "frames" / n)))
+    proc = _run(script, ws, "dst", "--alignments", str(fsa))  # frames: data_dst/ itself
+    assert proc.returncode == 0, proc.stderr
+    assert "18 faces from faceswap" in proc.stdout
+    meta = read_face(ws.aligned_dir("dst") / "00012_1.jpg")[1]  # shared_011's second face
+    assert meta.source_filename == "00012.png" and meta.extra["faceswap_frame"] == "data_dst_000012.png"
+    expected = [e for e in _expected()["faces"] if e["face_png"] == "faces/shared_011_1.png"][0]
+    np.testing.assert_array_equal(meta.source_landmarks, np.array(expected["landmarks_xy"], np.float32))
+
+
+def test_imported_dst_faces_merge(train_workspace, tmp_path, script):
+    """faceswap's dst alignments, imported over our own frames, are what script 7 swaps."""
+    from conftest import TINY, copy_workspace
+
+    g = faceswap_golden()
+    ws = copy_workspace(train_workspace, tmp_path / "ws")
+    args = ("--workspace", str(ws.root), "--non-interactive")
+    assert script("6_train_SAEHD", *args, *TINY, "--target-iter", "2").returncode == 0
+    shutil.rmtree(ws.frames_dir("dst"))
+    ws.create_layout()
+    for frame in sorted((g / "frames").glob("*.jpg")):
+        cv2.imwrite(str(ws.frames_dir("dst") / f"{frame.stem}.png"), cv2.imread(str(frame)))
+    table = pickle.loads(zlib.decompress((g / "alignments.fsa").read_bytes()))  # our own reference file
+    table["__data__"] = {n.replace(".jpg", ".png"): v for n, v in table["__data__"].items()}
+    fsa = tmp_path / "alignments.fsa"
+    fsa.write_bytes(zlib.compress(pickle.dumps(table, protocol=4)))
+    proc = script("5.2_dst_util_import_faceswap", *args, "--alignments", str(fsa), "--image-size", "256")
+    assert proc.returncode == 0 and "18 faces from faceswap" in proc.stdout, proc.stderr
+    proc = script("7_merge_SAEHD", *args, "--mask-mode", "extended")
+    assert proc.returncode == 0, proc.stderr
+    assert "16 frames merged (18 faces" in proc.stdout, proc.stdout
+    for name, boxes in (("shared_012", 3), ("shared_015", 0)):
+        before = cv2.imread(str(ws.frames_dir("dst") / f"{name}.png")).astype(int)
+        after = cv2.imread(str(ws.merged_dir / f"{name}.png")).astype(int)
+        faces = [e for e in _expected()["faces"] if e["frame"] == f"{name}.jpg"]
+        assert len(faces) == boxes
+        changed = np.abs(after - before).sum(2) > 0
+        for e in faces:  # every face of the frame is swapped, inside its box
+            x, y, w, h = e["box_xywh"]
+            assert changed[y : y + h, x : x + w].mean() > 0.3, (name, e["face_index"])
+        if not faces:
+            assert not changed.any()

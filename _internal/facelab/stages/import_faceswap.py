@@ -4,7 +4,9 @@ Two sources, as a faceswap user has them (formats: `facelab.io.faceswap`):
 - `--alignments FILE` (+ `--frames DIR`, default `data_<side>/`): faceswap's landmarks, often
   fixed by hand in its manual tool, become our faces cut from the frames with our framing
   (`--face-type`, `--image-size`), exactly as extraction cuts them. The way for dst, whose merge
-  needs the frames anyway.
+  needs the frames anyway. Frames faceswap took from a video (`<video>_000123.png`) are found
+  by number among ours (`00123.png`, as script 3 writes them), so its alignments of the video
+  fit our frames of the same video.
 - `--faces DIR`: faceswap's extracted PNGs alone (a src faceset without its frames). Their
   metadata holds the frame's landmarks but not the crop's matrix (faceswap rebuilds it from its
   own head-pose model), so the crop is registered: its scale and rotation come from a stored mask's
@@ -26,6 +28,7 @@ already holds faces is replaced only when asked (`--overwrite`), and the old fac
 from __future__ import annotations
 
 import logging
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,6 +123,7 @@ class _Unmapped(Exception):
 class _Job:
     face: FsFace | None  # from the alignments file; None for a PNG, read when its turn comes
     png: Path | None = None
+    frame: Path | None = None  # our frame of an alignments face (None: not found)
 
 
 def _alignment_jobs(ws: Workspace, opts: ImportFaceswapOptions, side: str) -> tuple[list[_Job], Path]:
@@ -133,10 +137,26 @@ def _alignment_jobs(ws: Workspace, opts: ImportFaceswapOptions, side: str) -> tu
         table = read_alignments(path)
     except FaceMetaError as exc:
         raise UserError(f"{exc}; nothing was imported") from None
-    jobs = [_Job(face) for frame in sorted(table) for face in table[frame]]
+    find = frame_finder(frames_dir)
+    jobs = [_Job(face, frame=find(frame)) for frame in sorted(table) for face in table[frame]]
     if not jobs:
         raise UserError(f"{path} holds no faces: nothing to import")
     return jobs, frames_dir
+
+
+def frame_finder(frames_dir: Path):  # noqa: ANN201
+    """name -> our frame for it: the file of that name, else, for a frame faceswap took from a
+    video (`<video>_000123.png`, numbered from 1), our frame of that number (`00123.png`, as
+    `3_extract_images_dst` numbers them)."""
+    numbered = {int(p.stem): p for p in list_images(frames_dir) if p.stem.isdigit()}
+
+    def find(name: str) -> Path | None:
+        if (frames_dir / name).is_file():
+            return frames_dir / name
+        m = re.search(r"_(\d+)$", Path(name).stem)
+        return numbered.get(int(m.group(1))) if m else None
+
+    return find
 
 
 def _png_jobs(opts: ImportFaceswapOptions) -> list[_Job]:
@@ -167,12 +187,11 @@ def _import_one(job: _Job, face_type: FaceType, size: int, opts: ImportFaceswapO
     else:
         face = job.face
         assert face is not None and frames_dir is not None
-        frame_path = frames_dir / face.frame
-        picture = read_image(frame_path) if frame_path.is_file() else None
+        picture = read_image(job.frame) if job.frame is not None else None
         if picture is None:
             raise _Unmapped(f"{face.frame} face {face.index}: the frame is not in {frames_dir}")
         mat_frame_to_picture = np.array([[1.0, 0, 0], [0, 1.0, 0]])
-        extra = {}
+        extra = {"faceswap_frame": face.frame} if job.frame.name != face.frame else {}
     lm = face.landmarks.astype(np.float64)
     mat = get_transform_mat(lm, size, face_type)
     mat_picture_to_face = compose_affine(mat, cv2.invertAffineTransform(mat_frame_to_picture))
@@ -183,10 +202,11 @@ def _import_one(job: _Job, face_type: FaceType, size: int, opts: ImportFaceswapO
         raise _Unmapped(f"{face.frame} face {face.index}: the face lies outside its picture")
     x, y, bw, bh = face.box_xywh
     chosen = None if opts.mask == "none" else choose_mask(face, opts.mask)
+    frame_name = job.frame.name if job.frame is not None else face.frame  # merging finds the face by it
     meta = FaceMeta(
         face_type=face_type,
         landmarks=transform_points(lm, mat).astype(np.float32),
-        source_filename=face.frame,
+        source_filename=frame_name,
         source_rect=np.array([x, y, x + bw, y + bh], np.float64),
         source_landmarks=face.landmarks,
         image_to_face_mat=mat,
@@ -195,7 +215,7 @@ def _import_one(job: _Job, face_type: FaceType, size: int, opts: ImportFaceswapO
     )  # fmt: skip
     if chosen is not None:
         meta = meta.with_xseg_mask(mask_in_face(chosen, mat, size))
-    name = f"{Path(face.frame).stem}_{face.index}.jpg"
+    name = f"{Path(frame_name).stem}_{face.index}.jpg"
     write_face(aligned / name, warp_face(picture, mat_picture_to_face, size), meta, opts.jpeg_quality)
     return int(chosen is not None)
 
