@@ -71,13 +71,6 @@ class _DFLOptimizer(Optimizer):
             lr *= (math.cos(step * 2 * math.pi / group["lr_cos"]) + 1.0) / 2.0
         return lr
 
-    @staticmethod
-    def _dropout_(updates: list[torch.Tensor], keep: float, generator: torch.Generator | None) -> None:
-        if keep >= 1.0:
-            return
-        for u in updates:
-            u.mul_(keep_mask(u, keep, generator))
-
     def _direction(self, group: dict, grads: list[torch.Tensor],
                    slots: list[list[torch.Tensor]]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:  # fmt: skip
         """Update the slots; return (numerators, denominators): the update is -lr x their ratio."""
@@ -119,13 +112,9 @@ class _DFLOptimizer(Optimizer):
                 self._apply(group, [flat(params[0])[sl]], [flat(grads[0])[sl]], [[flat(s[0])[sl]] for s in slots], lr)
             return
         num, denom = self._direction(group, grads, slots)
-        if group["lr_dropout"] >= 1.0:  # one fused pass: w += -lr num / denom
-            torch._foreach_addcdiv_(params, num, denom, value=-lr)
-            return
-        updates = torch._foreach_div(num, denom)
-        torch._foreach_mul_(updates, -lr)
-        self._dropout_(updates, group["lr_dropout"], self.generator)
-        torch._foreach_add_(params, updates)
+        if group["lr_dropout"] < 1.0:  # each weight's update kept with probability lr_dropout
+            num = torch._foreach_mul(num, [keep_mask(n, group["lr_dropout"], self.generator) for n in num])
+        torch._foreach_addcdiv_(params, num, denom, value=-lr)  # one fused pass: w += -lr num / denom
 
     @torch.no_grad()
     def step_now(self, p: torch.Tensor) -> None:
