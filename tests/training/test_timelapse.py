@@ -62,6 +62,12 @@ def test_faces_the_user_picked_and_no_timelapse(train_workspace, tmp_path, scrip
     proc = script("6_train_SAEHD", "--workspace", str(ws.root), "--non-interactive", "--target-iter", "3", "--no-timelapse")
     assert proc.returncode == 0, proc.stderr
     assert len(list_images(model / "timelapse")) == 2
+    # a timelapse folder without faces is one line before training starts
+    (tmp_path / "empty").mkdir()
+    proc = script("6_train_SAEHD", "--workspace", str(ws.root), "--non-interactive", "--target-iter", "4",
+                  "--timelapse-src", str(tmp_path / "empty"))  # fmt: skip
+    assert proc.returncode == 2 and "empty has no faces" in proc.stderr, proc.stderr
+    assert "now at 4" not in proc.stdout
     # no images: the video says so in one line
     shutil.rmtree(model / "timelapse")
     proc = script("8_timelapse_to_mp4", "--workspace", str(ws.root), "--non-interactive")

@@ -210,8 +210,10 @@ class Trainer:
         self._rollbacks = 0
         self._updating = False  # inside an optimiser update: the weights are half-written
         self._previews = ThreadPoolExecutor(1, thread_name_prefix="preview")
-        self._timelapse = None  # side -> TimelapseFaces, on first use
+        self._timelapse = None  # side -> TimelapseFaces
         self._timelapse_at = -1
+        if opts.timelapse and self.rank.is_main and (opts.timelapse_src or opts.timelapse_dst):
+            self._choose_timelapse()  # a folder without faces is said now, not after the first save
 
     # ---------------------------------------------------------------- set-up helpers
 
@@ -486,14 +488,16 @@ class Trainer:
 
     def timelapse(self) -> np.ndarray:
         """The timelapse faces' rows, as `preview` draws them (the faces are chosen on first use)."""
-        if self._timelapse is None:
-            from facelab.training import timelapse
-
-            mask = "train" if self.opts.mask_type == "auto" else self.opts.mask_type
-            folders = {"src": self.opts.timelapse_src, "dst": self.opts.timelapse_dst}
-            self._timelapse = timelapse.choose_faces(self.model_dir, self.data, folders, self.res, self.face_type, mask, self.device)
-        tl = self._timelapse
+        tl = self._timelapse or self._choose_timelapse()
         return self._preview_rows(tl["src"].data.gather(tl["src"].index), tl["dst"].data.gather(tl["dst"].index))
+
+    def _choose_timelapse(self) -> dict:
+        from facelab.training import timelapse
+
+        mask = "train" if self.opts.mask_type == "auto" else self.opts.mask_type
+        folders = {"src": self.opts.timelapse_src, "dst": self.opts.timelapse_dst}
+        self._timelapse = timelapse.choose_faces(self.model_dir, self.data, folders, self.res, self.face_type, mask, self.device)
+        return self._timelapse
 
     def _preview_rows(self, src_u8: torch.Tensor, dst_u8: torch.Tensor) -> np.ndarray:
         from facelab.training.preview import preview_grid
