@@ -69,7 +69,8 @@ def test_alignments_and_frames_give_every_face_with_its_landmarks_matrix_and_mas
         box = np.zeros_like(seen)
         box[max(0, y - h): y + 2 * h, max(0, x - w): x + 2 * w] = True  # this face's part of the frame
         diff = np.abs(back.astype(int) - theirs.astype(int))[seen & box]
-        assert (diff > 64).mean() < 0.002, (e["face_png"], (diff > 64).mean())
+        # measured: no pixel over 64 levels apart, 0.07 levels apart on average at most
+        assert (diff > 64).mean() < 0.001 and diff.mean() < 1.0, (e["face_png"], (diff > 64).mean(), diff.mean())
         inside = theirs[seen & box] > 200
         assert inside.sum() > 1000 and (back[seen & box][inside] > 128).mean() > 0.99
 
