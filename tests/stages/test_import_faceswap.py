@@ -186,11 +186,11 @@ def test_a_damaged_or_malicious_alignments_file_is_one_line_and_nothing_is_writt
 
 
 def test_alignments_of_a_video_find_our_numbered_frames(ws, script, tmp_path):
-    """faceswap names a video's frames `<video>_000001.png`; script 3 names ours `00001.png`."""
+    """faceswap names a video's frames `<video>_000001.<its extension>`; script 3 names ours `00001.png`."""
     g = faceswap_golden()
     table = pickle.loads(zlib.decompress((g / "alignments.fsa").read_bytes()))  # our own reference file
     names = sorted(table["__data__"])
-    table["__data__"] = {f"data_dst_{i + 1:06d}.png": table["__data__"][n] for i, n in enumerate(names)}
+    table["__data__"] = {f"data_dst_{i + 1:06d}.mp4": table["__data__"][n] for i, n in enumerate(names)}
     fsa = tmp_path / "data_dst_alignments.fsa"
     fsa.write_bytes(zlib.compress(pickle.dumps(table, protocol=4)))
     for i, n in enumerate(names):
@@ -199,7 +199,7 @@ def test_alignments_of_a_video_find_our_numbered_frames(ws, script, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "18 faces from faceswap" in proc.stdout
     meta = read_face(ws.aligned_dir("dst") / "00012_1.jpg")[1]  # shared_011's second face
-    assert meta.source_filename == "00012.png" and meta.extra["faceswap_frame"] == "data_dst_000012.png"
+    assert meta.source_filename == "00012.png" and meta.extra["faceswap_frame"] == "data_dst_000012.mp4"
     expected = [e for e in _expected()["faces"] if e["face_png"] == "faces/shared_011_1.png"][0]
     np.testing.assert_array_equal(meta.source_landmarks, np.array(expected["landmarks_xy"], np.float32))
 

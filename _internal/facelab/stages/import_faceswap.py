@@ -4,9 +4,9 @@ Two sources, as a faceswap user has them (formats: `facelab.io.faceswap`):
 - `--alignments FILE` (+ `--frames DIR`, default `data_<side>/`): faceswap's landmarks, often
   fixed by hand in its manual tool, become our faces cut from the frames with our framing
   (`--face-type`, `--image-size`), exactly as extraction cuts them. The way for dst, whose merge
-  needs the frames anyway. Frames faceswap took from a video (`<video>_000123.png`) are found
-  by number among ours (`00123.png`, as script 3 writes them), so its alignments of the video
-  fit our frames of the same video.
+  needs the frames anyway. Frames faceswap took from a video (`data_dst_000123.mp4`: the frame
+  number from 1 and the video's extension) are found by number among ours (`00123.png`, as
+  script 3 writes them), so its alignments of the video fit our frames of the same video.
 - `--faces DIR`: faceswap's extracted PNGs alone (a src faceset without its frames). Their
   metadata holds the frame's landmarks but not the crop's matrix (faceswap rebuilds it from its
   own head-pose model), so the crop is registered: its scale and rotation come from a stored mask's
@@ -146,7 +146,7 @@ def _alignment_jobs(ws: Workspace, opts: ImportFaceswapOptions, side: str) -> tu
 
 def frame_finder(frames_dir: Path):  # noqa: ANN201
     """name -> our frame for it: the file of that name, else, for a frame faceswap took from a
-    video (`<video>_000123.png`, numbered from 1), our frame of that number (`00123.png`, as
+    video (`<video>_000123.<video extension>`, numbered from 1), our frame of that number (`00123.png`, as
     `3_extract_images_dst` numbers them)."""
     numbered = {int(p.stem): p for p in list_images(frames_dir) if p.stem.isdigit()}
 
