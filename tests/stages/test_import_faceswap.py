@@ -75,30 +75,60 @@ def test_alignments_and_frames_give_every_face_with_its_landmarks_matrix_and_mas
         assert inside.sum() > 1000 and (back[seen & box][inside] > 128).mean() > 0.99
 
 
-def test_face_pngs_alone_give_the_same_faces_registered_within_a_few_pixels(ws, script):
+def _png_route_shifts(ws, script, faces_dir, with_masks: bool) -> list[float]:  # noqa: ANN001
+    """Import faceswap's PNGs from `faces_dir` (full face, 256 px) and return, per face, how far
+    the picture landed from where it belongs: phase correlation against the same crop cut
+    straight from the frame."""
     g = faceswap_golden()
-    proc = _run(script, ws, "src", "--faces", str(g / "faces"), "--face-type", "f", "--image-size", "256")
+    proc = _run(script, ws, "src", "--faces", str(faces_dir), "--face-type", "f", "--image-size", "256")
     assert proc.returncode == 0, proc.stderr
     assert "18 faces from faceswap" in proc.stdout
-    aligned = ws.aligned_dir("src")
     shifts = []
     for e in _expected()["faces"]:
-        img, meta = read_face(aligned / f"{e['face_png'][6:-4]}.jpg")
+        img, meta = read_face(ws.aligned_dir("src") / f"{e['face_png'][6:-4]}.jpg")
         lm = np.array(e["landmarks_xy"], np.float32)
         np.testing.assert_array_equal(meta.source_landmarks, lm)
         assert meta.face_type == FaceType.FULL and img.shape == (256, 256, 3)
-        mat = get_transform_mat(lm, 256, FaceType.FULL)
-        # the same crop straight from the frame, against ours re-framed from faceswap's PNG
-        frame = cv2.imread(str(g / "frames" / e["frame"]))
-        truth = warp_face(frame, mat, 256)
-        # how far our registration of faceswap's crop put the picture from where it belongs
+        assert meta.extra["faceswap_png"] == e["face_png"][6:]
+        assert (meta.xseg_mask() is not None) == with_masks
+        truth = warp_face(cv2.imread(str(g / "frames" / e["frame"])), get_transform_mat(lm, 256, FaceType.FULL), 256)
         shift = cv2.phaseCorrelate(cv2.cvtColor(truth, cv2.COLOR_BGR2GRAY).astype(np.float32),
                                    cv2.cvtColor(img, cv2.COLOR_BGR2GRAY).astype(np.float32))[0]  # fmt: skip
-        shifts.append(np.hypot(*shift))
-        assert meta.extra["faceswap_png"] == e["face_png"][6:]
-        assert meta.xseg_mask() is not None and meta.extra["faceswap_mask"] == "extended"
-    # measured: mean 1.25 px, at most 3.95 px in a 256 px crop
+        shifts.append(float(np.hypot(*shift)))
+    return shifts
+
+
+def test_face_pngs_alone_give_the_same_faces_registered_within_a_few_pixels(ws, script):
+    shifts = _png_route_shifts(ws, script, faceswap_golden("faces"), with_masks=True)
+    # measured: mean 1.34 px, at most 3.86 px in a 256 px crop
     assert max(shifts) < 5.0 and np.mean(shifts) < 2.0, shifts
+
+
+def test_face_pngs_without_stored_masks_are_registered_from_the_points_alone(ws, script, tmp_path):
+    """faceswap run without a masker stores no mask: the whole similarity is fitted to our points."""
+    import ast
+
+    from facelab.io.faceimage import embed_png_text, read_png_text
+
+    bare = tmp_path / "faces"
+    bare.mkdir()
+    for png in faceswap_golden("faces").glob("*.png"):
+        data = png.read_bytes()
+        meta = ast.literal_eval(read_png_text(data, b"faceswap").decode())
+        meta["alignments"]["mask"] = {}
+        (bare / png.name).write_bytes(embed_png_text(data, b"faceswap", repr(meta).encode()))
+    shifts = _png_route_shifts(ws, script, bare, with_masks=False)
+    assert max(shifts) < 5.0 and np.mean(shifts) < 2.0, shifts  # as with masks: the same registration
+
+
+def test_faceswaps_legacy_alignment_is_reproduced():
+    """faceswap's legacy matrix (what its crops are built on), from its landmarks alone."""
+    from facelab.io.faceswap import legacy_matrix
+
+    for e in _expected()["faces"]:
+        ours = legacy_matrix(np.array(e["landmarks_xy"], np.float32))
+        theirs = np.array(e["alignment_to_frame"]["legacy_matrix_normalised"])
+        np.testing.assert_allclose(ours, theirs, rtol=1e-6, atol=1e-6 * np.abs(theirs).max())
 
 
 def test_the_newest_faceswap_format_imports_both_ways(ws, script):

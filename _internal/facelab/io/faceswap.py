@@ -215,6 +215,34 @@ def _mask(name: str, raw: Any, where: str) -> FsMask:
     return FsMask(name, np.frombuffer(pixels, np.uint8).reshape(side, side), mat, interp, centering)
 
 
+# dlib's mean face shape (points 17-67, unit square; dlib's get_face_chip_details, Boost licence;
+# DFL's `landmarks_2D`), moved right by 0.5 - 0.490127 so that its centre line is x = 0.5: the
+# target of faceswap's "legacy" alignment (on faceswap's reference faces this reproduces its
+# legacy matrices to 2e-7 relative in rotation and scale and 6e-7 in translation).
+_MEAN_X = [0.000213256, 0.0752622, 0.18113, 0.29077, 0.393397, 0.586856, 0.689483, 0.799124, 0.904991, 0.98004,
+           0.490127, 0.490127, 0.490127, 0.490127, 0.36688, 0.426036, 0.490127, 0.554217, 0.613373, 0.121737,
+           0.187122, 0.265825, 0.334606, 0.260918, 0.182743, 0.645647, 0.714428, 0.793132, 0.858516, 0.79751,
+           0.719335, 0.254149, 0.340985, 0.428858, 0.490127, 0.551395, 0.639268, 0.726104, 0.642159, 0.556721,
+           0.490127, 0.423532, 0.338094, 0.290379, 0.428096, 0.490127, 0.552157, 0.689874, 0.553364, 0.490127,
+           0.42689]  # fmt: skip
+_MEAN_Y = [0.106454, 0.038915, 0.0187482, 0.0344891, 0.0773906, 0.0773906, 0.0344891, 0.0187482, 0.038915,
+           0.106454, 0.203352, 0.307009, 0.409805, 0.515625, 0.587326, 0.609345, 0.628106, 0.609345, 0.587326,
+           0.216423, 0.178758, 0.179852, 0.231733, 0.245099, 0.244077, 0.231733, 0.179852, 0.178758, 0.216423,
+           0.244077, 0.245099, 0.780233, 0.745405, 0.727388, 0.742578, 0.727388, 0.745405, 0.780233, 0.864805,
+           0.902192, 0.909281, 0.902192, 0.864805, 0.784792, 0.778746, 0.785343, 0.778746, 0.784792, 0.824182,
+           0.831803, 0.824182]  # fmt: skip
+MEAN_FACE_51 = np.stack([np.array(_MEAN_X) + (0.5 - 0.490127), _MEAN_Y], 1)
+
+
+def legacy_matrix(landmarks: np.ndarray) -> np.ndarray:
+    """faceswap's legacy alignment: frame pixels -> its unit face square (2 x 3), a similarity
+    fitted to points 17-67. faceswap's crops shift it by a head-pose offset and scale it:
+    frame -> crop = (legacy - offset) x (size - 2 padding) + padding."""
+    from facelab.core.landmarks import umeyama
+
+    return umeyama(np.asarray(landmarks, np.float64)[17:], MEAN_FACE_51, True)[:2]
+
+
 def choose_mask(face: FsFace, wanted: str) -> FsMask | None:
     """The stored mask to apply: `wanted` by name, or with "auto" a learned mask that is not
     empty (bisenet-fp, vgg, unet-dfl, custom...; by name) before `extended` before `components`.

@@ -8,13 +8,12 @@ Two sources, as a faceswap user has them (formats: `facelab.io.faceswap`):
   number from 1 and the video's extension) are found by number among ours (`00123.png`, as
   script 3 writes them), so its alignments of the video fit our frames of the same video.
 - `--faces DIR`: faceswap's extracted PNGs alone (a src faceset without its frames). Their
-  metadata holds the frame's landmarks but not the crop's matrix (faceswap rebuilds it from its
-  own head-pose model), so the crop is registered: its scale and rotation come from a stored mask's
-  matrix (exact), its position from our landmarker on the PNG (nose, eyes and mouth, averaged),
-  or, with no mask stored, all four from those points: within a few pixels (on the reference
-  faces at 256 px, 1.3 px on average, at most 4 px). The face is then re-framed from that PNG.
-  `extra.faceswap_fit_px` records each face's residual; README gives the figures measured on the
-  reference faces.
+  metadata holds the frame's landmarks but not the crop's matrix, so the crop is registered: its
+  scale and rotation exactly, from faceswap's legacy alignment of the landmarks
+  (`io.faceswap.legacy_matrix`), its position (which faceswap shifts by a head-pose offset from
+  its own 3-D head model) from our landmarker's nose, eyes and mouth on the PNG: within a few
+  pixels (on the reference faces at 256 px, 1.3 px on average, at most 4 px). The face is then
+  re-framed from that PNG. `extra.faceswap_fit_px` records each face's residual.
 
 The stored masks come across: the one `--mask` names (auto: a learned mask, else `extended`,
 else `components`) is warped into the new crop and becomes the face's applied mask (what the
@@ -252,36 +251,29 @@ def _registered_png(path: Path) -> tuple[FsFace, np.ndarray, np.ndarray, float]:
 
 def register_face_png(picture: np.ndarray, face: FsFace, landmarker) -> tuple[np.ndarray | None, float]:  # noqa: ANN001
     """The frame -> PNG similarity of one faceswap face PNG, and the RMS distance (px) between our
-    landmarker's inner points and faceswap's mapped through it.
+    landmarker's points and faceswap's mapped through it.
 
-    Scale and rotation: faceswap crops a face with one similarity (its legacy alignment) and only
-    shifts it for the centering, so a stored mask's matrix (frame -> a "face"-centred crop) has the
-    PNG's linear part up to the ratio of the two crops' unpadded sides; faceswap extracts "head"-
-    centred at coverage 1.0 (padding = size * 0.625 / 2, rounded) and stores "face" masks (padding
-    size * 0.5 / 2). Without a mask the similarity is fitted to the points."""
-    from facelab.core.landmarks import umeyama
+    Scale and rotation are exact: faceswap crops a face with its legacy alignment (`legacy_matrix`)
+    scaled by the crop's unpadded side (extraction writes "head"-centred crops at coverage 1.0:
+    padding = size x 0.625 / 2, rounded) and only shifts it for the head's pose. That shift comes
+    from faceswap's own 3-D head model, which FaceLab does not have: it is measured instead, as
+    the mean offset between faceswap's points so mapped and our landmarker's on the PNG (nose,
+    eyes, mouth)."""
     from facelab.detect.base import Detection
+    from facelab.io.faceswap import legacy_matrix
 
     lm = face.landmarks.astype(np.float64)
     side = picture.shape[0]
-    stored = next((m for m in face.masks if m.centering == "face"), None)
-    if stored is not None:
-        s = stored.mask_u8.shape[0]
-        ratio = (side - 2 * round(side * 0.625 / 2)) / (s - 2 * round(s * 0.5 / 2))
-        linear = stored.mat_frame_to_mask[:, :2] * ratio
-    else:  # a first guess from the box: the face fills about 3/8 of a head crop
-        scale = 0.375 * side / max(face.box_xywh[2], face.box_xywh[3], 1)
-        linear = np.eye(2) * scale
-    guess = np.hstack([linear, (np.array([side / 2, side / 2]) - linear @ lm.mean(0))[:, None]])
+    unpadded = side - 2 * round(side * 0.625 / 2)
+    legacy = legacy_matrix(lm)
+    linear = legacy[:, :2] * unpadded
+    guess = np.hstack([linear, (legacy[:, 2] * unpadded + (side - unpadded) / 2)[:, None]])  # no pose offset yet
     pts = transform_points(lm, guess)
     found = landmarker.landmarks(picture, [Detection((*pts.min(0), *pts.max(0)), 1.0)])[0]
     if found is None:
         return None, float("inf")
     found = np.asarray(found, np.float64)
-    if stored is None:
-        mat = umeyama(lm[INNER], found[INNER], True)[:2]
-    else:
-        shift = (found[INNER] - lm[INNER] @ linear.T).mean(0)
-        mat = np.hstack([linear, shift[:, None]])
+    shift = (found[INNER] - lm[INNER] @ linear.T).mean(0)
+    mat = np.hstack([linear, shift[:, None]])
     residual = transform_points(lm[INNER], mat) - found[INNER]
     return mat, float(np.sqrt((residual**2).sum(1).mean()))
