@@ -69,7 +69,12 @@ def main() -> None:
                               "precision": "fp32" if onnx or dtype is None else str(dtype).removeprefix("torch."), "frames": n,
                               "seconds": round(report.seconds, 2), "frames_per_s": round(n / report.counts["merging_seconds"], 2),
                               "frames_per_s_with_loading": round(n / report.seconds, 2),
-                              "device": "cpu (onnxruntime)" if onnx else str(device), **machine()}))  # fmt: skip
+                              "device": "cpu (onnxruntime)" if onnx else str(device),
+                              # where the time goes: the main thread's parts (read, cut, model, xseg, waiting for
+                              # the workers) and the workers' thread-seconds (composite, encode, write), per frame
+                              "ms_per_frame_by_part": {k.removeprefix("seconds "): round(v * 1000 / max(1, n), 1)
+                                                       for k, v in report.counts.items() if k.startswith("seconds ")},
+                              **machine()}))  # fmt: skip
             for p in ws.merged_dir.glob("*.png"):
                 p.unlink()
         window_timing(ws, args.device)

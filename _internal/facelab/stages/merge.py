@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
@@ -236,11 +237,15 @@ class Swapper:
         with self.precision():
             return xseg_masks(self.xseg, [frames[k] for k in part], [lms[k] for k in part], self.face_type, self.res, face[part.start:part.stop])
 
-    def infer(self, chunk: list[Path], plan: FramePlan, pool: ThreadPoolExecutor) -> list[tuple[Path, np.ndarray, list[FaceInput]]]:
-        """Read a chunk of frames, cut their faces and run them through the model(s) as one batch."""
+    def infer(self, chunk: list[Path], plan: FramePlan, pool: ThreadPoolExecutor,
+              seconds: dict[str, float] | None = None) -> list[tuple[Path, np.ndarray, list[FaceInput]]]:  # fmt: skip
+        """Read a chunk of frames, cut their faces and run them through the model(s) as one batch.
+        `seconds` (part -> wall seconds) gains the time of each part: read, cut, model, xseg."""
         import torch
 
+        clock = _Clock(seconds)
         images = list(pool.map(read_image, chunk))
+        clock.lap("read")
         jobs, crops, where = [], [], []
         for path, img in zip(chunk, images):
             if img is None:
@@ -254,14 +259,17 @@ class Swapper:
                 where.append((len(jobs), len(items)))
                 items.append([lm, crop, face_motion(centre, *around)])
             jobs.append((path, img, items))
+        clock.lap("cut")
         if crops:
             x = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).to(self.device)
             face, face_mask, dst_mask = self.pieces.run(self._swap, x, _join_arrays)
+            clock.lap("model")
             xp = xd = None
             if self.xseg is not None:
                 lms = [jobs[j][2][i][0] for j, i in where]
                 frames = [jobs[j][1] for j, _ in where]
                 xp, xd = self.pieces.run(lambda part: self._xseg(frames, lms, face, part), range(len(where)), _join_arrays)
+                clock.lap("xseg")
             for n, (j, i) in enumerate(where):
                 lm, crop, motion = jobs[j][2][i]
                 jobs[j][2][i] = FaceInput(lm, self.face_type, self.res, face[n].transpose(1, 2, 0), face_mask[n, 0], dst_mask[n, 0],
@@ -326,11 +334,37 @@ def prepare_output(ws: Workspace, opts: MergeOptions, cfg: MergeConfig, per_fram
     return [f for f in frames if f.stem not in done]
 
 
-def write_merged(ws: Workspace, path: Path, frame: np.ndarray, faces: list[FaceInput], cfg: MergeConfig) -> int:
+class _Clock:
+    """Adds the seconds since the last lap to `seconds[part]` (a no-op without a table). Parts run
+    in worker threads add their own time, so those parts are thread-seconds."""
+
+    def __init__(self, seconds: dict[str, float] | None):
+        self.seconds = seconds
+        self.last = time.perf_counter()
+
+    def lap(self, part: str) -> None:
+        if self.seconds is None:
+            return
+        now = time.perf_counter()
+        with _CLOCK_LOCK:
+            self.seconds[part] = self.seconds.get(part, 0.0) + now - self.last
+        self.last = now
+
+
+_CLOCK_LOCK = threading.Lock()
+
+
+def write_merged(ws: Workspace, path: Path, frame: np.ndarray, faces: list[FaceInput], cfg: MergeConfig,
+                 seconds: dict[str, float] | None = None) -> int:  # fmt: skip
     """Composite one frame and write it (labelled) and its mask; returns its number of faces."""
+    clock = _Clock(seconds)
     out, mask = compose_frame(frame, faces, cfg)
-    write_bytes_atomic(ws.merged_dir / f"{path.stem}.png", label_png(encode_image(out, ".png", fast_png=True)))
-    write_bytes_atomic(ws.merged_mask_dir / f"{path.stem}.png", encode_image(mask, ".png", fast_png=True))
+    clock.lap("composite")
+    merged, merged_mask = label_png(encode_image(out, ".png", fast_png=True)), encode_image(mask, ".png", fast_png=True)
+    clock.lap("encode")
+    write_bytes_atomic(ws.merged_dir / f"{path.stem}.png", merged)
+    write_bytes_atomic(ws.merged_mask_dir / f"{path.stem}.png", merged_mask)
+    clock.lap("write")
     return len(faces)
 
 
@@ -343,6 +377,7 @@ def merge_frames(ws: Workspace, opts: MergeOptions, cfg: MergeConfig, per_frame:
     counts = {"frames": 0, "faces": 0, "no_face": 0, "skipped": len(plan.frames) - len(todo)}
     bar = progress(total=len(todo), desc="merge", unit="frame")
     started = time.perf_counter()
+    seconds: dict[str, float] = {}  # where the time goes (bench/merge.py prints it)
 
     def settle(futures: list) -> None:
         for fut in futures:
@@ -360,13 +395,19 @@ def merge_frames(ws: Workspace, opts: MergeOptions, cfg: MergeConfig, per_frame:
                 (_, img, items), = swapper.infer([first], plan, pool)
                 write_contact_sheet(ws.root / "merge_contact_sheet.png", img, items, cfg)
         it = iter(todo)
+        # (reading the next chunk while this one runs through the model was measured slower on 2 cores:
+        # the model's threads then share them with PNG decoding; bench/merge.py's parts show it)
         while chunk := list(islice(it, CHUNK)):
-            jobs = swapper.infer(chunk, plan, pool)
+            jobs = swapper.infer(chunk, plan, pool, seconds)
+            clock = _Clock(seconds)
             settle(pending)  # the previous chunk composited while this one ran through the model
-            pending = [pool.submit(write_merged, ws, path, img, items, per_frame.get(path.stem, cfg)) for path, img, items in jobs]
+            clock.lap("waiting for compositing")
+            pending = [pool.submit(write_merged, ws, path, img, items, per_frame.get(path.stem, cfg), seconds)
+                       for path, img, items in jobs]  # fmt: skip
         settle(pending)
     bar.close()
     counts["merging_seconds"] = round(time.perf_counter() - started, 3)  # without loading the model and faces
+    counts.update({f"seconds {part}": round(value, 3) for part, value in seconds.items()})
     return counts
 
 
