@@ -221,6 +221,7 @@ def test_dragging_the_chin_and_accepting_moves_the_saved_landmarks_and_the_crop(
     assert script("5_dst_faceset_extract", "--workspace", str(ws.root), "--non-interactive").returncode == 0
     face_path = ws.aligned_dir("dst") / "00001_0.jpg"
     before_img, before = read_face(face_path)
+    debug_before = read_image(ws.aligned_debug_dir("dst") / "00001.jpg")
     seen = {}
 
     def user(frames, landmarker_for, face_type, size, initial=None, keys=None):  # noqa: ANN001, ANN202
@@ -276,6 +277,11 @@ def test_dragging_the_chin_and_accepting_moves_the_saved_landmarks_and_the_crop(
     assert np.abs(after_img.astype(int) - warp_face(frame, mat, after_img.shape[0]).astype(int)).mean() < 2
     assert np.abs(after_img.astype(int) - before_img.astype(int)).mean() > 2
     assert after.extra["landmarks_edited"] is True and after.identity == before.identity
+    # the debug overlay is drawn again: it changed where the chin moved
+    debug_after = read_image(ws.aligned_debug_dir("dst") / "00001.jpg")
+    chin = after.source_landmarks[8].astype(int)
+    near = (slice(chin[1] - 12, chin[1] + 12), slice(chin[0] - 12, chin[0] + 12))
+    assert np.abs(debug_after[near].astype(int) - debug_before[near].astype(int)).mean() > 5
 
 
 def test_refit_carries_polygons_and_the_applied_mask_into_the_new_crop(media):

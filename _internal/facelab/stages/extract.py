@@ -343,7 +343,7 @@ def _edit_landmarks(job: _Job) -> str:
     frames = [job.frames_dir / f.meta.source_filename for f in faces]  # type: ignore[union-attr]
     results = manual.run_manual_pass(frames, _landmarker_factory(job.opts), job.face_type, job.size, initial,
                                      keys=[f.name for f in faces])  # fmt: skip
-    edited = 0
+    edited: list[Path] = []  # the frame of each re-cut face
     for face, frame_path in zip(faces, frames):
         placed = results.get(face.name)
         if placed is None or np.array_equal(placed[1], initial[face.name][1]):
@@ -354,8 +354,26 @@ def _edit_landmarks(job: _Job) -> str:
         old_img, meta = read_face(face.path)  # type: ignore[arg-type]
         new_img, new_meta = refit_face(image, old_img.shape[0], meta, np.asarray(placed[1], np.float32))
         write_face(face.path, new_img, new_meta, job.opts.jpeg_quality)
-        edited += 1
-    return f"{edited} of {len(faces)} faces in {job.aligned_dir} re-cut from edited landmarks"
+        edited.append(frame_path)
+    for frame_path in set(edited):  # the debug review shows the faces as they now are
+        if (job.debug_dir / f"{frame_path.stem}.jpg").exists():
+            _redraw_debug(job, frame_path, [f for f, p in zip(faces, frames) if p == frame_path])
+    return f"{len(edited)} of {len(faces)} faces in {job.aligned_dir} re-cut from edited landmarks"
+
+
+def _redraw_debug(job: _Job, frame_path: Path, faces: list) -> None:  # noqa: ANN001 - io.faceset.Face
+    """aligned_debug/<frame>.jpg drawn again from the faces' metadata as it is now."""
+    image = read_image(frame_path)
+    if image is None:
+        return
+    for face in faces:
+        _, meta = read_face(face.path)
+        if meta is None or meta.source_landmarks is None:
+            continue
+        rect = meta.source_rect if meta.source_rect is not None else get_rect_from_landmarks(meta.source_landmarks)
+        size = face.shape[0] if face.shape else job.size
+        draw_face_debug(image, tuple(rect), meta.source_landmarks, meta.image_to_face_mat, size)
+    write_image_atomic(job.debug_dir / f"{frame_path.stem}.jpg", image, jpeg_quality=50)
 
 
 def refit_face(frame: ImageBGR, size: int, meta: FaceMeta, landmarks: np.ndarray) -> tuple[ImageBGR, FaceMeta]:
