@@ -46,6 +46,7 @@ def test_alignments_and_frames_give_every_face_with_its_landmarks_matrix_and_mas
         frame = cv2.imread(str(g / "frames" / e["frame"]))
         assert np.abs(img.astype(int) - warp_face(frame, mat, 512).astype(int)).mean() < 2  # JPEG only
         assert meta.source_filename == e["frame"] and meta.extra["faceswap_face_index"] == e["face_index"]
+        assert meta.identity_model == "dlib-resnet/v1" and len(meta.identity) == 128
         # consistent with faceswap's own frame -> face matrix: its PNG, carried into our crop
         # through (ours) o (faceswap's)^-1, is our face wherever faceswap's crop saw the frame
         fs_mat = np.array(e["alignment_to_frame"]["frame_to_face_matrix"])
@@ -102,6 +103,11 @@ def test_face_pngs_alone_give_the_same_faces_registered_within_a_few_pixels(ws, 
     shifts = _png_route_shifts(ws, script, faceswap_golden("faces"), with_masks=True)
     # measured: mean 1.34 px, at most 3.86 px in a 256 px crop
     assert max(shifts) < 5.0 and np.mean(shifts) < 2.0, shifts
+    # who is who, as extraction stores it (frames_manifest.json: 000-003 are Obama, 004 and 005 Biden)
+    ids = {p.stem: np.array(read_face(p)[1].identity) for p in list_images(ws.aligned_dir("src"))}
+    assert max(np.linalg.norm(ids["shared_000_0"] - ids[f"shared_00{k}_0"]) for k in (1, 2, 3)) < 0.6
+    assert np.linalg.norm(ids["shared_004_0"] - ids["shared_005_0"]) < 0.6
+    assert min(np.linalg.norm(ids[f"shared_00{k}_0"] - ids["shared_004_0"]) for k in (0, 1, 2, 3)) > 0.6
 
 
 def test_face_pngs_without_stored_masks_are_registered_from_the_points_alone(ws, script, tmp_path):
