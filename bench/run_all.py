@@ -35,8 +35,10 @@ def rows(results: list[dict]) -> list[tuple[str, str, str, str]]:
             what = f"extract 720p, {r['frame_format']} frames, smoothing {'on' if r['smooth'] else 'off'}, identities {'on' if r.get('identity', False) else 'off'}"
             out.append(("extract", what, f"{r['frames_per_s']} frames/s", dev))
         elif r["bench"] == "train" and "ms_per_iter" in r:
-            out.append(("train", f"{r['model']} {r['archi']} {r['resolution']} px, batch {r['batch']}",
-                        f"{r['ms_per_iter']} ms/iter ({r['data_share'] * 100:.1f} % data, {r['gflop_per_s']} GFLOP/s, "
+            precision = str(r.get("precision", "fp32")).removeprefix("torch.")
+            out.append(("train", f"{r['model']} {r['archi']} {r['resolution']} px, batch {r['batch']}, {precision}",
+                        f"{r['ms_per_iter']} ms/iter ({r['data_share'] * 100:.1f} % data, {r['gflop_per_s']} GFLOP/s"
+                        + (f" = {r['share_of_limit'] * 100:.0f} % of the limit" if "share_of_limit" in r else "") + ", "
                         f"{r['peak_rss_mib']:.0f} MiB)", dev))  # fmt: skip
         elif r["bench"] == "train" and r.get("what") == "machine":
             out.append(("machine", "fp32 5x5 conv", f"{r['conv5x5_fp32_gflop_per_s']} GFLOP/s", dev))
@@ -75,7 +77,9 @@ def main() -> None:
         sys.stdout.write(write_tables(saved["machine"], saved["results"]))
         return
     n = ["--iters", "3"] if args.quick else []
-    results = (run("extract.py") + run("train.py", "--device", args.device, *n) + run("sort.py", *(["--count", "2000"] if args.quick else []))
+    results = (run("extract.py") + run("train.py", "--device", args.device, "--precision", "fp32", *n)
+               + run("train.py", "--device", args.device, "--precision", "auto", *n)
+               + run("sort.py", *(["--count", "2000"] if args.quick else []))
                + run("xseg.py", "--device", args.device, *n) + run("merge.py", "--device", args.device))  # fmt: skip
     sys.path.insert(0, str(HERE))
     from machine import machine as this_machine
