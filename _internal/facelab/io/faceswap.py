@@ -28,6 +28,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from facelab.core.landmarks import umeyama
+from facelab.core.masks import LANDMARK_MASKS  # faceswap's landmark masks, drawn by FaceLab too
 from facelab.io.faceimage import MAX_META_BYTES, FaceMetaError, load_dfl_pickle, read_png_text
 from facelab.io.names import UnsafeName, plain_file_name
 
@@ -35,7 +37,6 @@ MAX_FSA_BYTES = 1 << 30  # a long video's alignments with thumbnails: hundreds o
 MAX_FSA_INFLATED = 2 << 30
 MAX_FSA_ITEMS = 1 << 26
 MAX_MASK_SIDE = 1024  # faceswap stores 128 (its masks' own size options stop well below this)
-LANDMARK_MASKS = ("components", "extended")  # drawn from landmarks; FaceLab draws them itself too
 
 
 @dataclass(frozen=True, eq=False)
@@ -121,16 +122,8 @@ def read_alignments(path: Path) -> dict[str, list[FsFace]]:
     return frames
 
 
-def read_face_png(path: Path) -> tuple[FsFace, tuple[int, int] | None]:
-    """A faceswap face PNG's embedded alignment -> (face, the source frame's (height, width) or None).
-
-    Raises FaceMetaError when it has no faceswap metadata or the metadata is damaged."""
-    path = Path(path)
-    data = path.read_bytes()
-    return face_from_png_bytes(data, path.name)
-
-
-def face_from_png_bytes(data: bytes, name: str) -> tuple[FsFace, tuple[int, int] | None]:
+def face_from_png_bytes(data: bytes, name: str) -> FsFace:
+    """A faceswap face PNG's embedded alignment (FaceMetaError when it has none, or it is damaged)."""
     try:
         text = read_png_text(data, b"faceswap")
     except FaceMetaError as exc:
@@ -155,10 +148,7 @@ def face_from_png_bytes(data: bytes, name: str) -> tuple[FsFace, tuple[int, int]
         raise FaceMetaError(str(exc)) from None
     index = source.get("face_index", 0)
     index = index if isinstance(index, int) and not isinstance(index, bool) and 0 <= index < 10_000 else 0
-    face = fs_face(meta["alignments"], frame, index, name)
-    dims = source.get("source_frame_dims")
-    ok = isinstance(dims, (tuple, list)) and len(dims) == 2 and all(isinstance(v, int) and 0 < v < 1 << 16 for v in dims)
-    return face, (int(dims[0]), int(dims[1])) if ok else None
+    return fs_face(meta["alignments"], frame, index, name)
 
 
 def fs_face(raw: Any, frame: str, index: int, where: str) -> FsFace:
@@ -238,8 +228,6 @@ def legacy_matrix(landmarks: np.ndarray) -> np.ndarray:
     """faceswap's legacy alignment: frame pixels -> its unit face square (2 x 3), a similarity
     fitted to points 17-67. faceswap's crops shift it by a head-pose offset and scale it:
     frame -> crop = (legacy - offset) x (size - 2 padding) + padding."""
-    from facelab.core.landmarks import umeyama
-
     return umeyama(np.asarray(landmarks, np.float64)[17:], MEAN_FACE_51, True)[:2]
 
 

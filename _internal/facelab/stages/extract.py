@@ -36,7 +36,7 @@ from facelab.core.overlay import draw_face_debug
 from facelab.core.tracking import link_tracks, smooth_track
 from facelab.detect.base import Detection, create_detector, create_landmarker, list_detectors, list_landmarkers
 from facelab.errors import ConfirmationNeeded, UserError
-from facelab.io.faceimage import FaceMeta, read_face, write_face
+from facelab.io.faceimage import FaceMeta, write_face
 from facelab.io.faceset import load_faceset
 from facelab.io.frames import list_images, read_image, write_image_atomic, write_text_atomic
 from facelab.log import progress
@@ -332,12 +332,8 @@ def _edit_landmarks(job: _Job) -> str:
              and f.meta.face_type != FaceType.MARK_ONLY and (job.frames_dir / f.meta.source_filename).is_file()]  # fmt: skip
     if not faces:
         raise UserError(f"{job.aligned_dir} has no faces whose frame is in {job.frames_dir}: extract faces first")
-    initial = {}
-    for f in faces:
-        meta = f.meta
-        assert meta is not None and meta.source_landmarks is not None
-        rect = meta.source_rect if meta.source_rect is not None else get_rect_from_landmarks(meta.source_landmarks)
-        initial[f.name] = (tuple(float(v) for v in rect), meta.source_landmarks)
+    metas: dict[str, FaceMeta] = {f.name: f.meta for f in faces}  # type: ignore[misc]
+    initial = {name: (_source_rect(meta), meta.source_landmarks) for name, meta in metas.items()}
     from facelab.ui import manual  # Qt is imported only when a window is really opened
 
     frames = [job.frames_dir / f.meta.source_filename for f in faces]  # type: ignore[union-attr]
@@ -351,29 +347,25 @@ def _edit_landmarks(job: _Job) -> str:
         image = read_image(frame_path)
         if image is None:
             continue
-        old_img, meta = read_face(face.path)  # type: ignore[arg-type]
-        new_img, new_meta = refit_face(image, old_img.shape[0], meta, np.asarray(placed[1], np.float32))
-        write_face(face.path, new_img, new_meta, job.opts.jpeg_quality)
+        size = face.shape[0] if face.shape else job.size  # (height, width) from the file's header
+        new_img, metas[face.name] = refit_face(image, size, metas[face.name], np.asarray(placed[1], np.float32))
+        write_face(face.path, new_img, metas[face.name], job.opts.jpeg_quality)  # type: ignore[arg-type]
         edited.append(frame_path)
-    for frame_path in set(edited):  # the debug review shows the faces as they now are
-        if (job.debug_dir / f"{frame_path.stem}.jpg").exists():
-            _redraw_debug(job, frame_path, [f for f, p in zip(faces, frames) if p == frame_path])
+    for frame_path in set(edited):  # the debug review shows the frame's faces as they now are
+        if (job.debug_dir / f"{frame_path.stem}.jpg").exists() and (image := read_image(frame_path)) is not None:
+            for face, path in zip(faces, frames):
+                if path == frame_path:
+                    meta = metas[face.name]
+                    draw_face_debug(image, _source_rect(meta), meta.source_landmarks, meta.image_to_face_mat,
+                                    face.shape[0] if face.shape else job.size)  # fmt: skip
+            write_image_atomic(job.debug_dir / f"{frame_path.stem}.jpg", image, jpeg_quality=50)
     return f"{len(edited)} of {len(faces)} faces in {job.aligned_dir} re-cut from edited landmarks"
 
 
-def _redraw_debug(job: _Job, frame_path: Path, faces: list) -> None:  # noqa: ANN001 - io.faceset.Face
-    """aligned_debug/<frame>.jpg drawn again from the faces' metadata as it is now."""
-    image = read_image(frame_path)
-    if image is None:
-        return
-    for face in faces:
-        _, meta = read_face(face.path)
-        if meta is None or meta.source_landmarks is None:
-            continue
-        rect = meta.source_rect if meta.source_rect is not None else get_rect_from_landmarks(meta.source_landmarks)
-        size = face.shape[0] if face.shape else job.size
-        draw_face_debug(image, tuple(rect), meta.source_landmarks, meta.image_to_face_mat, size)
-    write_image_atomic(job.debug_dir / f"{frame_path.stem}.jpg", image, jpeg_quality=50)
+def _source_rect(meta: FaceMeta) -> tuple[float, float, float, float]:
+    """The face's detector box in its frame (from the landmarks when none was stored)."""
+    rect = meta.source_rect if meta.source_rect is not None else get_rect_from_landmarks(meta.source_landmarks)
+    return tuple(float(v) for v in rect)  # type: ignore[return-value]
 
 
 def refit_face(frame: ImageBGR, size: int, meta: FaceMeta, landmarks: np.ndarray) -> tuple[ImageBGR, FaceMeta]:

@@ -36,11 +36,11 @@ import cv2
 import numpy as np
 
 from facelab.core.landmarks import FACE_TYPE_CHOICES, FaceType, compose_affine, get_transform_mat, transform_points, warp_face
-from facelab.detect.base import IdentityModel
+from facelab.detect.base import Detection, IdentityModel, Landmarker
 from facelab.errors import ConfirmationNeeded, UserError
 from facelab.io.faceimage import FaceMeta, FaceMetaError, write_face
 from facelab.io.faceset import move_to_trash
-from facelab.io.faceswap import FsFace, FsMask, choose_mask, face_from_png_bytes, read_alignments
+from facelab.io.faceswap import FsFace, FsMask, choose_mask, face_from_png_bytes, legacy_matrix, read_alignments
 from facelab.io.frames import IMAGE_EXTENSIONS, decode_image, list_images, read_image
 from facelab.log import progress
 from facelab.options import option
@@ -88,7 +88,7 @@ def import_faceswap(ws: Workspace, opts: ImportFaceswapOptions) -> Report:
         raise UserError("give faceswap's alignments file (--alignments FILE, with --frames DIR) or its faces folder "
                         "(--faces DIR), one of the two")  # fmt: skip
     face_type = FaceType.parse(opts.face_type)
-    if face_type in (FaceType.MARK_ONLY,):
+    if face_type == FaceType.MARK_ONLY:
         raise UserError("mark_only faces have no crop: choose h, mf, f, wf or head")
     size = opts.image_size or (768 if face_type == FaceType.HEAD else 512)
     if size < 64:
@@ -101,14 +101,13 @@ def import_faceswap(ws: Workspace, opts: ImportFaceswapOptions) -> Report:
     _make_room(aligned, opts.overwrite)
     aligned.mkdir(parents=True, exist_ok=True)
     counts, missed = _Counts(), []
-    identity = None
-    if opts.identity:
-        from facelab.detect.base import create_identity
+    from facelab.detect.base import create_identity, create_landmarker
 
-        identity = create_identity()
+    identity = create_identity() if opts.identity else None
+    landmarker = create_landmarker("facemesh68") if opts.faces else None  # places faceswap's PNGs
     for job in progress(jobs, desc="import faceswap", unit="face"):
         try:
-            counts.masks += _import_one(job, face_type, size, opts, aligned, frames_dir, identity)
+            counts.masks += _import_one(job, face_type, size, opts, aligned, frames_dir, identity, landmarker)
             counts.faces += 1
         except _Unmapped as exc:
             missed.append(str(exc))
@@ -187,10 +186,11 @@ def _make_room(aligned: Path, overwrite: bool) -> None:
 
 
 def _import_one(job: _Job, face_type: FaceType, size: int, opts: ImportFaceswapOptions, aligned: Path,
-                frames_dir: Path | None, identity: IdentityModel | None = None) -> int:  # fmt: skip
+                frames_dir: Path | None, identity: IdentityModel | None, landmarker: Landmarker | None) -> int:  # fmt: skip
     """Write one face; 1 when it got an applied mask. Raises _Unmapped with the reason."""
     if job.png is not None:
-        face, picture, mat_frame_to_picture, fit = _registered_png(job.png)
+        assert landmarker is not None
+        face, picture, mat_frame_to_picture, fit = _registered_png(job.png, landmarker)
         extra = {"faceswap_png": job.png.name, "faceswap_fit_px": round(fit, 2)}
     else:
         face = job.face
@@ -237,31 +237,23 @@ def mask_in_face(mask: FsMask, mat_frame_to_face: np.ndarray, size: int) -> np.n
     return cv2.warpAffine(mask.mask_u8, mat, (size, size), flags=mask.interpolator, borderMode=cv2.BORDER_CONSTANT)
 
 
-_landmarker = None
-
-
-def _registered_png(path: Path) -> tuple[FsFace, np.ndarray, np.ndarray, float]:
+def _registered_png(path: Path, landmarker: Landmarker) -> tuple[FsFace, np.ndarray, np.ndarray, float]:
     """(face, PNG pixels, frame -> PNG matrix, residual px) for one of faceswap's face PNGs."""
-    global _landmarker
     try:
         data = path.read_bytes()
-        face, _dims = face_from_png_bytes(data, path.name)
+        face = face_from_png_bytes(data, path.name)
     except (OSError, FaceMetaError) as exc:
         raise _Unmapped(str(exc)) from None
     picture = decode_image(data)
     if picture is None:
         raise _Unmapped(f"{path.name}: the picture cannot be decoded")
-    if _landmarker is None:
-        from facelab.detect.base import create_landmarker
-
-        _landmarker = create_landmarker("facemesh68")
-    mat, fit = register_face_png(picture, face, _landmarker)
+    mat, fit = register_face_png(picture, face, landmarker)
     if mat is None:
         raise _Unmapped(f"{path.name}: no face found in the picture to place faceswap's landmarks on")
     return face, picture, mat, fit
 
 
-def register_face_png(picture: np.ndarray, face: FsFace, landmarker) -> tuple[np.ndarray | None, float]:  # noqa: ANN001
+def register_face_png(picture: np.ndarray, face: FsFace, landmarker: Landmarker) -> tuple[np.ndarray | None, float]:
     """The frame -> PNG similarity of one faceswap face PNG, and the RMS distance (px) between our
     landmarker's points and faceswap's mapped through it.
 
@@ -271,9 +263,6 @@ def register_face_png(picture: np.ndarray, face: FsFace, landmarker) -> tuple[np
     from faceswap's own 3-D head model, which FaceLab does not have: it is measured instead, as
     the mean offset between faceswap's points so mapped and our landmarker's on the PNG (nose,
     eyes, mouth)."""
-    from facelab.detect.base import Detection
-    from facelab.io.faceswap import legacy_matrix
-
     lm = face.landmarks.astype(np.float64)
     side = picture.shape[0]
     unpadded = side - 2 * round(side * 0.625 / 2)

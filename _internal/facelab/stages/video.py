@@ -459,7 +459,7 @@ def timelapse_video(ws: Workspace, opts: TimelapseVideoOptions) -> Report:
     started = time.perf_counter()
     ws.require()
     folder = store.find(ws, opts.model, opts.model_name)
-    images = timelapse.list_images(folder)
+    images = timelapse.timelapse_images(folder)
     if not images:
         raise UserError(f"{folder / timelapse.FOLDER} holds no timelapse images: train with the timelapse on "
                         "(the default) and let it save at least once")  # fmt: skip

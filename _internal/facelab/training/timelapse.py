@@ -79,7 +79,7 @@ def image_path(model_dir: Path, iteration: int) -> Path:
     return model_dir / FOLDER / f"{iteration:07d}.jpg"
 
 
-def list_images(model_dir: Path) -> list[Path]:
+def timelapse_images(model_dir: Path) -> list[Path]:
     """The timelapse images of a model, oldest first."""
     folder = model_dir / FOLDER
     return sorted(p for p in folder.glob("*.jpg") if p.stem.isdigit()) if folder.is_dir() else []
