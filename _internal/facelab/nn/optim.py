@@ -17,8 +17,8 @@ import torch
 from torch.optim import Optimizer
 
 EPS = 1e-6  # np.finfo(float32).resolution, as DFL
-CHUNK = 1 << 22  # elements per multi-tensor update: its temporaries stay this small, not 3x the model
-SLICE = 1 << 24  # a single tensor bigger than this is updated in slices (elementwise: the same numbers)
+CHUNK = 1 << 22  # elements per multi-tensor update, so its scratch buffers stay this small (a bigger
+# tensor is updated in slices of it: the update is elementwise, the numbers are the same)
 
 
 def _chunks(tensors: list[torch.Tensor]) -> list[slice]:
@@ -34,17 +34,26 @@ def _chunks(tensors: list[torch.Tensor]) -> list[slice]:
     return out
 
 
-def keep_mask(like: torch.Tensor, keep: float, generator: torch.Generator | None = None) -> torch.Tensor:
-    """A bool tensor shaped as `like`, True with probability `keep` (to 1/65536).
+def _draws16(n: int, generator: torch.Generator | None, device: torch.device, out: torch.Tensor | None = None) -> torch.Tensor:
+    """n uniform 16-bit draws (int16): each random 64-bit number gives four, a quarter of the random
+    numbers `torch.bernoulli` would draw (4x faster on a CPU, where lr dropout's draws for every
+    weight at every step were most of Quick96's optimiser time). `out`: int64 room for them."""
+    size = ((n + 3) // 4,)
+    if out is None:
+        out = torch.empty(size, dtype=torch.int64, device=device)
+    torch.randint(-(2**63), 2**63 - 1, size, dtype=torch.int64, device=device, generator=generator, out=out)
+    return out.view(torch.int16)[:n]
 
-    Each random 64-bit number gives four 16-bit uniform draws: a quarter of the random numbers
-    `torch.bernoulli` would draw, 4x faster on a CPU, where lr dropout's draws for every weight at
-    every step were most of Quick96's optimiser time."""
+
+def _threshold(keep: float) -> int:
+    return round(keep * 65536) - 32768  # a draw below it keeps its weight's update
+
+
+def keep_mask(like: torch.Tensor, keep: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """A bool tensor shaped as `like`, True with probability `keep` (to 1/65536)."""
     if keep >= 1.0 or keep <= 0.0:  # (65536 levels do not fit an int16 comparison)
         return torch.full(like.shape, keep >= 1.0, dtype=torch.bool, device=like.device)
-    n = like.numel()
-    draws = torch.randint(-(2**63), 2**63 - 1, ((n + 3) // 4,), dtype=torch.int64, device=like.device, generator=generator)
-    return (draws.view(torch.int16)[:n] < round(keep * 65536) - 32768).view(like.shape)
+    return (_draws16(like.numel(), generator, like.device) < _threshold(keep)).view(like.shape)
 
 
 def _clip_(params: list[torch.Tensor], grads: list[torch.Tensor], clipnorm: float) -> None:
@@ -64,6 +73,7 @@ class _DFLOptimizer(Optimizer):
     def __init__(self, params, defaults: dict, generator: torch.Generator | None):  # noqa: ANN001
         super().__init__(params, defaults)
         self.generator = generator
+        self._buffers: dict[tuple, torch.Tensor] = {}
 
     def _lr(self, group: dict, step: int) -> float:
         lr = group["lr"]
@@ -71,9 +81,10 @@ class _DFLOptimizer(Optimizer):
             lr *= (math.cos(step * 2 * math.pi / group["lr_cos"]) + 1.0) / 2.0
         return lr
 
-    def _direction(self, group: dict, grads: list[torch.Tensor],
-                   slots: list[list[torch.Tensor]]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:  # fmt: skip
-        """Update the slots; return (numerators, denominators): the update is -lr x their ratio."""
+    def _direction(self, group: dict, grads: list[torch.Tensor], slots: list[list[torch.Tensor]],
+                   denoms: list[torch.Tensor]) -> list[torch.Tensor]:  # fmt: skip
+        """Update the slots, write the denominators into `denoms` and return the numerators: the
+        update is -lr x their ratio."""
         raise NotImplementedError
 
     @torch.no_grad()
@@ -103,18 +114,54 @@ class _DFLOptimizer(Optimizer):
         state["step"] += 1
         return state
 
-    def _apply(self, group: dict, params: list, grads: list, slots: list[list[torch.Tensor]], lr: float,
-               slice_size: int = SLICE) -> None:  # fmt: skip
-        if len(params) == 1 and params[0].numel() > slice_size and params[0].is_contiguous() and grads[0].is_contiguous():
+    def _apply(self, group: dict, params: list, grads: list, slots: list[list[torch.Tensor]], lr: float) -> None:
+        if len(params) == 1 and params[0].numel() > CHUNK and params[0].is_contiguous() and grads[0].is_contiguous():
             flat = lambda t: t.view(-1)  # noqa: E731 - one huge tensor (a 256 px model's dense layer) in slices
-            for a in range(0, params[0].numel(), slice_size):
-                sl = slice(a, a + slice_size)
+            for a in range(0, params[0].numel(), CHUNK):
+                sl = slice(a, a + CHUNK)
                 self._apply(group, [flat(params[0])[sl]], [flat(grads[0])[sl]], [[flat(s[0])[sl]] for s in slots], lr)
             return
-        num, denom = self._direction(group, grads, slots)
-        if group["lr_dropout"] < 1.0:  # each weight's update kept with probability lr_dropout
-            num = torch._foreach_mul(num, [keep_mask(n, group["lr_dropout"], self.generator) for n in num])
-        torch._foreach_addcdiv_(params, num, denom, value=-lr)  # one fused pass: w += -lr num / denom
+        denoms = self._scratch("denom", grads)
+        nums = self._direction(group, grads, slots, denoms)
+        keep = group["lr_dropout"]
+        if keep < 1.0:  # each weight's update kept with probability lr_dropout
+            self._drop_(denoms, keep)
+        torch._foreach_addcdiv_(params, nums, denoms, value=-lr)  # one fused pass: w += -lr num / denom
+
+    def _drop_(self, denoms: list[torch.Tensor], keep: float) -> None:
+        """Divide each denominator by its weight's keep flag (1 or 0): a dropped weight's update is
+        then -lr num / inf = 0, and a kept one is exactly what it was. (Flags of the denominators'
+        dtype: a bool mask applied to floats costs 3x more on a CPU.)"""
+        n = sum(d.numel() for d in denoms)
+        device, dtype = denoms[0].device, denoms[0].dtype
+        if keep <= 0.0:
+            torch._foreach_fill_(denoms, math.inf)
+            return
+        draws = _draws16(n, self.generator, device, self._buffer("draws", (n + 3) // 4, device, torch.int64))
+        flags = torch.lt(draws, _threshold(keep), out=self._buffer("keep", n, device, dtype))
+        torch._foreach_div_(denoms, self._views(flags, denoms))
+
+    def _buffer(self, kind: str, n: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        """n elements of a flat buffer kept from step to step: a fresh temporary the size of the
+        weights at every step costs more than the arithmetic on it (its memory is mapped and
+        zeroed page by page), so the update makes none."""
+        key = (kind, device, dtype)
+        buf = self._buffers.get(key)
+        if buf is None or buf.numel() < n:
+            buf = self._buffers[key] = torch.empty(n, device=device, dtype=dtype)
+        return buf[:n]
+
+    @staticmethod
+    def _views(flat: torch.Tensor, like: list[torch.Tensor]) -> list[torch.Tensor]:
+        out, at = [], 0
+        for t in like:
+            out.append(flat[at:at + t.numel()].view(t.shape))
+            at += t.numel()
+        return out
+
+    def _scratch(self, kind: str, like: list[torch.Tensor]) -> list[torch.Tensor]:
+        """One view per tensor of `like`, shaped as it, into the buffer `kind`."""
+        return self._views(self._buffer(kind, sum(t.numel() for t in like), like[0].device, like[0].dtype), like)
 
     @torch.no_grad()
     def step_now(self, p: torch.Tensor) -> None:
@@ -125,7 +172,7 @@ class _DFLOptimizer(Optimizer):
         group = next(g for g in self.param_groups if any(q is p for q in g["params"]))
         state = self._next_step(p)
         # small slices: this runs inside the backward pass, at its peak (low-memory mode)
-        self._apply(group, [p], [p.grad], [[state[name]] for name in self.SLOTS], self._lr(group, state["step"]), CHUNK)
+        self._apply(group, [p], [p.grad], [[state[name]] for name in self.SLOTS], self._lr(group, state["step"]))
         p.grad = None
 
 
@@ -136,19 +183,18 @@ class AdaBelief(_DFLOptimizer):
                  clipnorm: float = 0.0, generator: torch.Generator | None = None):  # fmt: skip
         super().__init__(params, dict(lr=lr, betas=betas, lr_dropout=lr_dropout, lr_cos=lr_cos, clipnorm=clipnorm), generator)
 
-    def _direction(self, group: dict, grads: list[torch.Tensor],
-                   slots: list[list[torch.Tensor]]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:  # fmt: skip
+    def _direction(self, group: dict, grads: list[torch.Tensor], slots: list[list[torch.Tensor]],
+                   denoms: list[torch.Tensor]) -> list[torch.Tensor]:  # fmt: skip
         # fused forms of DFL's rule: fewer passes over the weights' memory (the update is memory-bound)
         ms, vs = slots
         b1, b2 = group["betas"]
         torch._foreach_lerp_(ms, grads, 1 - b1)  # m = b1 m + (1 - b1) g
-        diff = torch._foreach_sub(grads, ms)
+        for g, m, d in zip(grads, ms, denoms, strict=True):
+            torch.sub(g, m, out=d)  # g - m, in the denominators' room until they are needed
         torch._foreach_mul_(vs, b2)
-        torch._foreach_addcmul_(vs, diff, diff, value=1 - b2)  # v = b2 v + (1 - b2) (g - m)^2
-        del diff
-        denom = torch._foreach_sqrt(vs)
-        torch._foreach_add_(denom, EPS)
-        return ms, denom
+        torch._foreach_addcmul_(vs, denoms, denoms, value=1 - b2)  # v = b2 v + (1 - b2) (g - m)^2
+        _sqrt_plus_eps(vs, denoms)
+        return ms
 
 
 class RMSprop(_DFLOptimizer):
@@ -158,12 +204,17 @@ class RMSprop(_DFLOptimizer):
                  clipnorm: float = 0.0, generator: torch.Generator | None = None):  # fmt: skip
         super().__init__(params, dict(lr=lr, rho=rho, lr_dropout=lr_dropout, lr_cos=lr_cos, clipnorm=clipnorm), generator)
 
-    def _direction(self, group: dict, grads: list[torch.Tensor],
-                   slots: list[list[torch.Tensor]]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:  # fmt: skip
+    def _direction(self, group: dict, grads: list[torch.Tensor], slots: list[list[torch.Tensor]],
+                   denoms: list[torch.Tensor]) -> list[torch.Tensor]:  # fmt: skip
         (accs,) = slots
         rho = group["rho"]
         torch._foreach_mul_(accs, rho)
         torch._foreach_addcmul_(accs, grads, grads, value=1 - rho)
-        denom = torch._foreach_sqrt(accs)
-        torch._foreach_add_(denom, EPS)
-        return grads, denom
+        _sqrt_plus_eps(accs, denoms)
+        return grads
+
+
+def _sqrt_plus_eps(squares: list[torch.Tensor], out: list[torch.Tensor]) -> None:
+    for a, d in zip(squares, out, strict=True):
+        torch.sqrt(a, out=d)
+    torch._foreach_add_(out, EPS)
