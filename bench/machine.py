@@ -3,7 +3,7 @@
 `machine()`: the CPU model, its cores and the instruction-set flags that decide PyTorch's kernels
 (AVX2, AVX-512, AVX512-BF16, AMX), so that no figure is ever read without its machine.
 `conv_mix_limit()`: the GFLOP/s this machine reaches on exactly the convolutions a model's step
-runs (each shape timed alone, weighted by its FLOPs), in fp32 and bf16, plus a large matmul: the
+runs (each shape timed alone in its faster memory layout, weighted by its FLOPs), in fp32 and bf16, plus a large matmul: the
 "limit" a training or merge figure is a share of (issue 20).
 """
 
@@ -77,8 +77,8 @@ def conv_flops(conv: torch.nn.Conv2d, shape: tuple[int, ...]) -> float:
 
 
 def conv_mix_limit(calls: list[tuple[torch.nn.Conv2d, tuple[int, ...]]], device: torch.device) -> dict:
-    """GFLOP/s of this conv mix (forward, each distinct shape timed alone) in fp32 and bf16, and of
-    a 2048^3 matmul in both."""
+    """GFLOP/s of this conv mix (forward, each distinct shape timed alone in the faster of the two
+    memory layouts, NCHW or channels-last) in fp32 and bf16, and of a 2048^3 matmul in both."""
     distinct: dict[tuple, tuple[torch.nn.Conv2d, tuple[int, ...], int]] = {}
     for conv, shape in calls:
         key = (conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, shape)
@@ -88,10 +88,13 @@ def conv_mix_limit(calls: list[tuple[torch.nn.Conv2d, tuple[int, ...]]], device:
     for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
         flops = seconds = 0.0
         for conv, shape, count in distinct.values():
-            x = torch.randn(shape, device=device, dtype=dtype)
-            layer = torch.nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding).to(device, dtype)
-            with torch.no_grad():
-                t = _seconds(lambda layer=layer, x=x: layer(x), device)
+            t = float("inf")
+            for layout in (torch.contiguous_format, torch.channels_last):  # the faster of the two
+                x = torch.randn(shape, device=device, dtype=dtype).to(memory_format=layout)
+                layer = torch.nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding)
+                layer = layer.to(device, dtype, memory_format=layout)
+                with torch.no_grad():
+                    t = min(t, _seconds(lambda layer=layer, x=x: layer(x), device))
             flops += conv_flops(conv, shape) * count
             seconds += t * count
         a = torch.randn(2048, 2048, device=device, dtype=dtype)

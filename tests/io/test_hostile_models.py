@@ -231,7 +231,7 @@ def test_optimizer_slots_of_another_shape_are_dropped_with_a_warning(tmp_path, c
     net = torch.nn.Linear(4, 2)
     opt = RMSprop(net.parameters(), lr=1e-3)
     ckpt = checkpoint.Checkpoint(tmp_path, 5, {}, {"m.weight": torch.ones(7), "m.bias": torch.ones(2)}, {})
-    load_slots(opt, dict(net.named_parameters()), ckpt, "", 3, "cpu")
+    load_slots(opt, dict(net.named_parameters()), ckpt, "", 3)
     assert "m" in opt.state[net.bias] and net.weight not in opt.state
     assert "1 optimiser slots do not fit" in caplog.text
 

@@ -40,14 +40,16 @@ def test_registry_lists_every_model_and_quick96_is_fixed():
         SAEHD(Architecture(resolution=64, archi="liae-x"))
 
 
-def test_the_golden_dfl_model_gives_dfls_outputs():
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])  # channels-last: as training runs
+def test_the_golden_dfl_model_gives_dfls_outputs(layout):
     from facelab.models.dfl_import import load_dfl_weights
 
     folder = golden("saehd_liae_ud_64")
     r = np.load(folder / "reference.npz")
     model = SAEHD(Architecture(resolution=64, archi="liae-ud", ae_dims=64, e_dims=32, d_dims=32, d_mask_dims=16)).eval()
     load_dfl_weights(model, folder, "golden_SAEHD", "liae")
-    t = lambda a: torch.from_numpy(a).permute(0, 3, 1, 2).contiguous()  # noqa: E731
+    model = model.to(memory_format=layout)
+    t = lambda a: torch.from_numpy(a).permute(0, 3, 1, 2).contiguous(memory_format=layout)  # noqa: E731
     back = lambda x: x.permute(0, 2, 3, 1).numpy()  # noqa: E731
     with torch.no_grad():
         face, src_m, dst_m = model.swap(t(r["merge_in"]))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import cv2
 import numpy as np
 import pytest
@@ -175,3 +177,27 @@ def test_lr_dropout_mask_keeps_the_rate_with_independent_neighbours():
         assert abs(torch.corrcoef(torch.stack([x[:-lag], x[lag:]]))[0, 1].item()) < 0.005
     assert not torch.equal(m, keep_mask(like, 0.3, gen))  # a new mask each step
     assert keep_mask(torch.empty(3), 1.0).all() and not keep_mask(torch.empty(1000), 0.0).any()
+
+
+def test_optimiser_updates_channels_last_weights_as_nchw_ones_in_slices_of_their_own_layout():
+    from facelab.nn import optim
+
+    gen = torch.Generator().manual_seed(2)
+    shape = (64, 1024, 9, 9)  # 5.3 M weights: more than one slice
+    assert math.prod(shape) > optim.CHUNK
+    w0 = torch.randn(shape, generator=gen)
+    grads = [torch.randn(shape, generator=gen) for _ in range(2)]
+    out = {}
+    for layout in (torch.contiguous_format, torch.channels_last):
+        for cls in (AdaBelief, RMSprop):
+            p = torch.nn.Parameter(w0.clone().to(memory_format=layout))
+            opt = cls([p], lr=1e-3)
+            for g in grads:
+                p.grad = g.clone().to(memory_format=layout)
+                opt.step()
+            assert p.is_contiguous(memory_format=layout)
+            assert max(b.numel() for b in opt._buffers.values()) <= optim.CHUNK  # updated in slices
+            out[layout, cls] = p.detach()
+    for cls in (AdaBelief, RMSprop):
+        assert torch.equal(out[torch.contiguous_format, cls], out[torch.channels_last, cls])
+        assert not torch.equal(out[torch.contiguous_format, cls], w0)

@@ -29,6 +29,9 @@ def depth_to_space_dcr(x: torch.Tensor, block: int = 2) -> torch.Tensor:
     """TF's depth_to_space (DCR): out[c, h*b+dy, w*b+dx] = in[(dy*b+dx)*C + c, h, w]."""
     n, c4, h, w = x.shape
     c = c4 // (block * block)
+    if not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):  # stays channels-last
+        x = x.permute(0, 2, 3, 1).view(n, h, w, block, block, c).permute(0, 1, 3, 2, 4, 5)
+        return x.reshape(n, h * block, w * block, c).permute(0, 3, 1, 2)
     x = x.view(n, block, block, c, h, w).permute(0, 3, 4, 1, 5, 2)
     return x.reshape(n, c, h * block, w * block)
 

@@ -34,6 +34,18 @@ def _chunks(tensors: list[torch.Tensor]) -> list[slice]:
     return out
 
 
+def _dense(t: torch.Tensor) -> bool:
+    """Whether t's elements fill its memory without gaps or overlaps (any order of dimensions)."""
+    return t.is_contiguous() or t.is_contiguous(memory_format=torch.channels_last)
+
+
+def _flat(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor | None:
+    """t's elements in memory order as one flat view, if t is dense and laid out as `like`."""
+    if t.shape != like.shape or t.stride() != like.stride() or not _dense(t):
+        return None
+    return t.view(-1) if t.is_contiguous() else t.as_strided((t.numel(),), (1,))
+
+
 def _draws16(n: int, generator: torch.Generator | None, device: torch.device, out: torch.Tensor | None = None) -> torch.Tensor:
     """n uniform 16-bit draws (int16): each random 64-bit number gives four, a quarter of the random
     numbers `torch.bernoulli` would draw (4x faster on a CPU, where lr dropout's draws for every
@@ -115,12 +127,14 @@ class _DFLOptimizer(Optimizer):
         return state
 
     def _apply(self, group: dict, params: list, grads: list, slots: list[list[torch.Tensor]], lr: float) -> None:
-        if len(params) == 1 and params[0].numel() > CHUNK and params[0].is_contiguous() and grads[0].is_contiguous():
-            flat = lambda t: t.view(-1)  # noqa: E731 - one huge tensor (a 256 px model's dense layer) in slices
-            for a in range(0, params[0].numel(), CHUNK):
-                sl = slice(a, a + CHUNK)
-                self._apply(group, [flat(params[0])[sl]], [flat(grads[0])[sl]], [[flat(s[0])[sl]] for s in slots], lr)
-            return
+        if len(params) == 1 and params[0].numel() > CHUNK:
+            flats = [_flat(t, params[0]) for t in (params[0], grads[0], *(s[0] for s in slots))]
+            if all(f is not None for f in flats):  # one huge tensor (a 256 px model's dense layer) in slices
+                p, g, *rest = flats
+                for a in range(0, p.numel(), CHUNK):
+                    sl = slice(a, a + CHUNK)
+                    self._apply(group, [p[sl]], [g[sl]], [[f[sl]] for f in rest], lr)
+                return
         denoms = self._scratch("denom", grads)
         nums = self._direction(group, grads, slots, denoms)
         keep = group["lr_dropout"]
@@ -153,9 +167,12 @@ class _DFLOptimizer(Optimizer):
 
     @staticmethod
     def _views(flat: torch.Tensor, like: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Consecutive pieces of `flat`, each laid out in memory as its tensor of `like` (channels-last
+        weights get channels-last views: an update between two layouts costs 5x more)."""
         out, at = [], 0
         for t in like:
-            out.append(flat[at:at + t.numel()].view(t.shape))
+            piece = flat[at:at + t.numel()]
+            out.append(piece.view(t.shape) if t.is_contiguous() or not _dense(t) else piece.as_strided(t.shape, t.stride()))
             at += t.numel()
         return out
 

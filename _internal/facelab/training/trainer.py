@@ -73,7 +73,7 @@ def _b64_bytes(s: str) -> torch.Tensor:
 
 
 def load_slots(opt: torch.optim.Optimizer, params: dict[str, torch.Tensor], ckpt: checkpoint.Checkpoint, head: str,
-               step: int, device: torch.device | str) -> None:  # fmt: skip
+               step: int) -> None:  # fmt: skip
     """An optimiser's saved slots (`<head><slot>.<parameter>`) back onto its parameters; a slot
     of the wrong shape (a damaged or hand-made checkpoint) is dropped, so that moment restarts."""
     dropped = 0
@@ -86,7 +86,8 @@ def load_slots(opt: torch.optim.Optimizer, params: dict[str, torch.Tensor], ckpt
         if tuple(value.shape) != tuple(params[pname].shape) or not value.is_floating_point():
             dropped += 1
             continue
-        opt.state[params[pname]][slot] = value.to(device)
+        # in the weight's own memory layout (channels-last): an update across two layouts is slow
+        opt.state[params[pname]][slot] = torch.empty_like(params[pname]).copy_(value)
         opt.state[params[pname]]["step"] = step
     if dropped:
         log.warning("checkpoint %s: %d optimiser slots do not fit their weights; they start again", ckpt.folder.name, dropped)
@@ -138,7 +139,9 @@ class Trainer:
             self.code_d = L.CodeDiscriminator(self.arch.ae_dims, code_res).to(self.device)
         if not self.quick and opts.gan_power > 0:
             self.gan_d = L.PatchDiscriminator(opts.gan_patch_size or self.res // 8, opts.gan_dims).to(self.device)
-        if self.device.type == "cuda":
+        # channels-last: faster convolutions (oneDNN on a CPU: a step 1.05-1.25x faster); not for
+        # CPU processes together (gloo aborts on channels-last gradients)
+        if self.device.type == "cuda" or (self.device.type == "cpu" and self.rank.world == 1):
             self.model = self.model.to(memory_format=torch.channels_last)
         self.model.set_gradient_checkpointing(opts.gradient_checkpointing)
         if opts.gradient_checkpointing:
@@ -269,7 +272,7 @@ class Trainer:
         for prefix, opt in self._optimizers().items():
             params = dict(self._named_modules()[prefix].named_parameters())
             step = (ckpt.state.get("optimizer_steps") or {}).get(prefix, 0)
-            load_slots(opt, params, ckpt, prefix + ".", step, self.device)
+            load_slots(opt, params, ckpt, prefix + ".", step)
         self.iteration = ckpt.iteration
         self.loss_history = ckpt.state.get("loss_history") or []
         restore_rng(self.gen, self.cpu_gen, ckpt)

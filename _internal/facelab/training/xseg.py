@@ -123,7 +123,7 @@ class XSegTrainer:
         if ckpt is not None:
             checkpoint.load_into(self.model, ckpt, "model")
             params = dict(self.model.named_parameters())
-            load_slots(self.optimizer, params, ckpt, "", ckpt.state.get("optimizer_step", 0), self.device)
+            load_slots(self.optimizer, params, ckpt, "", ckpt.state.get("optimizer_step", 0))
             self.iteration, self.loss_history = ckpt.iteration, ckpt.state.get("loss_history") or []
             restore_rng(self.gen, self.cpu_gen, ckpt)
         if opts.pretrain:
