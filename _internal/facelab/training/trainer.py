@@ -144,8 +144,7 @@ class Trainer:
         if self.device.type == "cuda" or (self.device.type == "cpu" and self.rank.world == 1):
             self.model = self.model.to(memory_format=torch.channels_last)
         self.model.set_gradient_checkpointing(opts.gradient_checkpointing)
-        if opts.gradient_checkpointing:
-            tune_allocator()
+        tune_allocator(low_memory=opts.gradient_checkpointing)
         # fp16 needs its loss scaled so that small gradients do not underflow (bf16 and fp32 do not)
         self.scaler = torch.amp.GradScaler(self.device.type) if self.amp_dtype == torch.float16 else None
         # the module stays the one whose state is saved; compiling / DDP wrap only the call
