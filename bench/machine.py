@@ -76,9 +76,18 @@ def conv_flops(conv: torch.nn.Conv2d, shape: tuple[int, ...]) -> float:
     return 2.0 * n * oh * ow * conv.out_channels * c // conv.groups * kh * kw
 
 
+def _fwd_bwd(layer: torch.nn.Conv2d, x: torch.Tensor) -> None:
+    y = layer(x)
+    y.backward(torch.ones_like(y))
+
+
 def conv_mix_limit(calls: list[tuple[torch.nn.Conv2d, tuple[int, ...]]], device: torch.device) -> dict:
-    """GFLOP/s of this conv mix (forward, each distinct shape timed alone in the faster of the two
-    memory layouts, NCHW or channels-last) in fp32 and bf16, and of a 2048^3 matmul in both."""
+    """GFLOP/s of this conv mix in fp32 and bf16 (each distinct shape timed alone in the faster of
+    the two memory layouts, NCHW or channels-last, weighted by its FLOPs), and of a 2048^3 matmul.
+
+    `conv_mix_gflop_per_s`: the forward convolutions. `conv_mix_train_gflop_per_s`: forward and
+    backward (input and weight gradients, counted as 3x the forward FLOPs, as a training step's
+    figure is): the kernels a training step cannot run faster than, on this machine."""
     distinct: dict[tuple, tuple[torch.nn.Conv2d, tuple[int, ...], int]] = {}
     for conv, shape in calls:
         key = (conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, shape)
@@ -86,19 +95,24 @@ def conv_mix_limit(calls: list[tuple[torch.nn.Conv2d, tuple[int, ...]]], device:
         distinct[key] = (conv, shape, (prev[2] if prev else 0) + 1)
     out = {}
     for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
-        flops = seconds = 0.0
+        flops = fwd_s = train_s = 0.0
         for conv, shape, count in distinct.values():
-            t = float("inf")
+            fwd = train = float("inf")
             for layout in (torch.contiguous_format, torch.channels_last):  # the faster of the two
                 x = torch.randn(shape, device=device, dtype=dtype).to(memory_format=layout)
                 layer = torch.nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding)
                 layer = layer.to(device, dtype, memory_format=layout)
                 with torch.no_grad():
-                    t = min(t, _seconds(lambda layer=layer, x=x: layer(x), device))
+                    fwd = min(fwd, _seconds(lambda layer=layer, x=x: layer(x), device))
+                x.requires_grad_(True)
+                train = min(train, _seconds(lambda layer=layer, x=x: _fwd_bwd(layer, x), device))
             flops += conv_flops(conv, shape) * count
-            seconds += t * count
+            fwd_s += fwd * count
+            train_s += train * count
         a = torch.randn(2048, 2048, device=device, dtype=dtype)
         mm = _seconds(lambda a=a: a @ a, device)
-        out[name] = {"conv_mix_gflop_per_s": round(flops / seconds / 1e9, 1), "matmul_gflop_per_s": round(2 * 2048**3 / mm / 1e9, 1)}
+        out[name] = {"conv_mix_gflop_per_s": round(flops / fwd_s / 1e9, 1),
+                     "conv_mix_train_gflop_per_s": round(3 * flops / train_s / 1e9, 1),
+                     "matmul_gflop_per_s": round(2 * 2048**3 / mm / 1e9, 1)}  # fmt: skip
     out["conv_shapes"] = len(distinct)
     return out

@@ -15,8 +15,11 @@ measured by the same probe as `--batch-size auto`, and the step time of each.
 Keys: model, archi, ms_per_iter, data_ms_per_iter, faces_per_s, gflop_per_iter, gflop_per_s,
 peak_rss_mib, device, the machine (CPU model, cores, flags), and `limit`: this machine's GFLOP/s,
 measured in the same run, on exactly the convolutions of the configuration's step (each shape
-timed alone, weighted by its FLOPs) and on a large matmul, for fp32 and bf16, with
-`share_of_limit`: the step's GFLOP/s as a share of the conv-mix limit of the precision it ran in.
+timed alone in its faster memory layout, weighted by its FLOPs) and on a large matmul, for fp32 and
+bf16, with `share_of_limit`: the step's GFLOP/s as a share of the forward conv-mix limit of the
+precision it ran in, and `share_of_train_limit`: as a share of the same convolutions run forward
+and backward (what the step's convolutions reach at best; on oneDNN backward kernels run at about
+half the forward rate in bf16, so the first share cannot approach 1 there).
 `--profile` adds `profile`: the step's time by op family (conv forward / backward, other ops,
 losses, optimiser, data, copies and reorders) from torch.profiler (bench/profile_step.py).
 """
@@ -176,6 +179,7 @@ def main() -> None:
                 "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 0),
                 "device": str(device), "precision": str(trainer.amp_dtype or "fp32"), "threads": torch.get_num_threads(),
                 "limit": limit, "share_of_limit": round(gflop / (ms / 1000) / limit[used]["conv_mix_gflop_per_s"], 3),
+                "share_of_train_limit": round(gflop / (ms / 1000) / limit[used]["conv_mix_train_gflop_per_s"], 3),
                 **extra, **machine(),
             }))  # fmt: skip
             sys.stdout.flush()
