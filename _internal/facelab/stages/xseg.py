@@ -117,6 +117,9 @@ def _train(ws: Workspace, opts: XSegOptions) -> tuple[str, dict]:
 def _apply(ws: Workspace, opts: XSegOptions) -> tuple[str, dict]:
     import torch
 
+    from facelab.training.memory import tune_allocator
+
+    tune_allocator(low_memory=False)  # 256 px activations: as in training (bench/xseg.py: apply 1.2x faster)
     model = store.load(ws, "xseg", device=opts.device)
     net, model_type, res, device = model.net, model.face_type, model.resolution, model.device
     from facelab.nn.device import describe
