@@ -38,7 +38,9 @@ def rows(results: list[dict]) -> list[tuple[str, str, str, str]]:
             precision = str(r.get("precision", "fp32")).removeprefix("torch.")
             out.append(("train", f"{r['model']} {r['archi']} {r['resolution']} px, batch {r['batch']}, {precision}",
                         f"{r['ms_per_iter']} ms/iter ({r['data_share'] * 100:.1f} % data, {r['gflop_per_s']} GFLOP/s"
-                        + (f" = {r['share_of_limit'] * 100:.0f} % of the limit" if "share_of_limit" in r else "") + ", "
+                        + (f" = {r['share_of_limit'] * 100:.0f} % of the limit" if "share_of_limit" in r else "")
+                        + (f", {r['share_of_train_limit'] * 100:.0f} % of the forward+backward limit" if "share_of_train_limit" in r else "")
+                        + ", "
                         f"{r['peak_rss_mib']:.0f} MiB)", dev))  # fmt: skip
         elif r["bench"] == "train" and r.get("what") == "machine":
             out.append(("machine", "fp32 5x5 conv", f"{r['conv5x5_fp32_gflop_per_s']} GFLOP/s", dev))
