@@ -200,3 +200,25 @@ def test_low_memory_training_follows_the_same_weights(train_workspace, tmp_path)
                     train_workspace.aligned_dir("dst")).model.state_dict()  # fmt: skip
     moved = max((models[0][k] - start[k]).abs().max().item() for k in start)
     assert moved > 1e-5  # the weights did move, so the comparison above means something
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="glibc's malloc")
+@pytest.mark.parametrize("low_memory", [False, True])
+def test_training_reuses_freed_memory_and_low_memory_mode_returns_it(low_memory):
+    # a step's big block (64 MiB) allocated, written and freed, again and again: its page faults
+    # counted (the speed is bench/train.py's); a fresh process, since the setting is process-wide
+    code = ("import ctypes, resource; from facelab.training.memory import tune_allocator; "
+            f"tune_allocator(low_memory={low_memory}); libc = ctypes.CDLL('libc.so.6'); "
+            "libc.malloc.restype = ctypes.c_void_p; libc.free.argtypes = [ctypes.c_void_p]; "
+            "libc.memset.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t]; "
+            "faults = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_minflt; "
+            "p = libc.malloc(64 << 20); libc.memset(p, 1, 64 << 20); libc.free(p); before = faults()\n"
+            "for _ in range(3):\n p = libc.malloc(64 << 20); libc.memset(p, 1, 64 << 20); libc.free(p)\n"
+            "print('FAULTS', faults() - before)")  # fmt: skip
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
+    faults = int(proc.stdout.split("FAULTS")[1])
+    pages = 3 * (64 << 20) // 4096
+    if low_memory:
+        assert faults > pages // 2  # mapped afresh each time and handed back when freed
+    else:
+        assert faults < pages // 20  # the same memory again
