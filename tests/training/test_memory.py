@@ -208,7 +208,8 @@ def test_training_reuses_freed_memory_and_low_memory_mode_returns_it(low_memory)
     # a step's big block (64 MiB) allocated, written and freed, again and again: its page faults
     # counted (the speed is bench/train.py's); a fresh process, since the setting is process-wide
     code = ("import ctypes, resource; from facelab.training.memory import tune_allocator; "
-            f"tune_allocator(low_memory={low_memory}); libc = ctypes.CDLL('libc.so.6'); "
+            f"tune_allocator(low_memory=False); tune_allocator(low_memory={low_memory}); "  # low memory after a trainer
+            "libc = ctypes.CDLL('libc.so.6'); "
             "libc.malloc.restype = ctypes.c_void_p; libc.free.argtypes = [ctypes.c_void_p]; "
             "libc.memset.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t]; "
             "faults = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_minflt; "
