@@ -52,3 +52,20 @@ def test_quick96_and_pretrain(ws, tmp_path):
     # turning pretraining off starts the iteration count again and re-initialises the inter layers
     after = Trainer(tmp_path / "p_SAEHD", resolve_options(TrainOptions, saved=BASE), ws.aligned_dir("src"), ws.aligned_dir("dst"))
     assert after.iteration == 0
+
+
+def test_a_cpu_trains_channels_last_and_uncompiled_with_one_warning(ws, tmp_path, caplog):
+    opts = resolve_options(TrainOptions, saved={**BASE, "compile": True, "device": "cpu"})
+    with caplog.at_level("WARNING"):
+        trainer = Trainer(tmp_path / "c_SAEHD", opts, ws.aligned_dir("src"), ws.aligned_dir("dst"))
+        trainer.step()
+    assert trainer._forward is trainer.model  # not wrapped by torch.compile
+    assert sum("--compile is not used on a CPU" in r.getMessage() for r in caplog.records) == 1
+    conv = trainer.model.encoder.down1.downs[0].conv1.weight
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    slot = trainer.optimizer.state[conv]["m"]
+    assert slot.stride() == conv.stride()  # the optimiser's moments in the weight's layout
+    trainer.save()
+    resumed = Trainer(tmp_path / "c_SAEHD", opts, ws.aligned_dir("src"), ws.aligned_dir("dst"))
+    conv = resumed.model.encoder.down1.downs[0].conv1.weight
+    assert resumed.iteration == 1 and resumed.optimizer.state[conv]["m"].stride() == conv.stride()  # saved contiguous
