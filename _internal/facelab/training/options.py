@@ -25,7 +25,7 @@ class TrainOptions:
     precision: str = option("Precision", "auto", choices=("auto", "fp32", "bf16", "fp16"), ask=False,
                             help="mixed precision (auto: bf16 where supported, fp16 on RTX 20xx/V100, fp32 on older GPUs; on a CPU "
                                  "bf16 where it is native, AVX512-BF16 or AMX, else fp32); fp32 forces full precision")  # fmt: skip
-    compile: bool = option("torch.compile", False, ask=False, help="compile the training step (slow start, faster steps)")
+    compile: bool = option("torch.compile", False, ask=False, help="compile the training step on a GPU (slow start, faster steps; ignored on a CPU)")
     gpus: str = option("GPUs", "", ask=False,
                        help="train on several GPUs at once, e.g. 0,1 (DistributedDataParallel; the batch is split)")  # fmt: skip
     timelapse: bool = option("Timelapse", True, ask=False,
