@@ -3,8 +3,9 @@
 `machine()`: the CPU model, its cores and the instruction-set flags that decide PyTorch's kernels
 (AVX2, AVX-512, AVX512-BF16, AMX), so that no figure is ever read without its machine.
 `conv_mix_limit()`: the GFLOP/s this machine reaches on exactly the convolutions a model's step
-runs (each shape timed alone in its faster memory layout, weighted by its FLOPs), in fp32 and bf16, plus a large matmul: the
-"limit" a training or merge figure is a share of (issue 20).
+runs (each shape timed alone in its faster memory layout, weighted by its FLOPs; forward alone
+and forward + backward), in fp32 and bf16, plus a large matmul: the "limit" a training or merge
+figure is a share of (issue 20).
 """
 
 from __future__ import annotations

@@ -145,7 +145,7 @@ def load(ws: Workspace, kind: str, name: str = "", device: str = "auto") -> Load
     import torch
 
     from facelab.models.registry import create_model
-    from facelab.nn.device import resolve_device
+    from facelab.nn.device import prefers_channels_last, resolve_device
 
     s = spec(kind)
     folder = find(ws, kind, name)
@@ -165,6 +165,6 @@ def load(ws: Workspace, kind: str, name: str = "", device: str = "auto") -> Load
         raise UserError(f"{ckpt.folder}: its options do not describe a network FaceLab can build ({exc})") from None
     checkpoint.load_into(net, ckpt, "model")
     dev = torch.device(resolve_device(device))
-    if kind != "xseg" and dev.type in ("cpu", "cuda"):  # as it trains: bf16 merging on a CPU 1.15x faster
+    if kind != "xseg" and prefers_channels_last(dev):  # as it trains (XSeg measured no faster)
         net = net.to(memory_format=torch.channels_last)
     return LoadedModel(net.to(dev).eval(), kind, s.face_type(options), resolution, ckpt.iteration, dev, folder, options)

@@ -57,6 +57,12 @@ def cpu_has_native_bf16() -> bool:
         return False
 
 
+def prefers_channels_last(device: torch.device) -> bool:
+    """Whether SAEHD's convolutions run faster channels-last here: cuDNN, and oneDNN on a CPU (a
+    training step 1.05-1.25x faster, bf16 merging 1.15x; measured, issue 20). Not MPS."""
+    return device.type in ("cuda", "cpu")
+
+
 def inference_dtype(device: torch.device, precision: str) -> torch.dtype | None:
     """The autocast dtype for running a trained model (merge); None = plain fp32.
 

@@ -46,26 +46,25 @@ def _flat(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor | None:
     return t.view(-1) if t.is_contiguous() else t.as_strided((t.numel(),), (1,))
 
 
-def _draws16(n: int, generator: torch.Generator | None, device: torch.device, out: torch.Tensor | None = None) -> torch.Tensor:
-    """n uniform 16-bit draws (int16): each random 64-bit number gives four, a quarter of the random
-    numbers `torch.bernoulli` would draw (4x faster on a CPU, where lr dropout's draws for every
-    weight at every step were most of Quick96's optimiser time). `out`: int64 room for them."""
-    size = ((n + 3) // 4,)
+def keep_mask(like: torch.Tensor, keep: float, generator: torch.Generator | None = None,
+              out: torch.Tensor | None = None, draws: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+    """Flags shaped as `like`, set with probability `keep` (to 1/65536): a new bool tensor, or
+    written into `out` (any dtype: the optimiser takes them as floats, 1 or 0).
+
+    Each random 64-bit number gives four 16-bit uniform draws: a quarter of the random numbers
+    `torch.bernoulli` would draw, 4x faster on a CPU, where lr dropout's draws for every weight at
+    every step were most of Quick96's optimiser time. `draws`: int64 room for them, kept by the
+    caller between steps ((numel + 3) // 4)."""
     if out is None:
-        out = torch.empty(size, dtype=torch.int64, device=device)
-    torch.randint(-(2**63), 2**63 - 1, size, dtype=torch.int64, device=device, generator=generator, out=out)
-    return out.view(torch.int16)[:n]
-
-
-def _threshold(keep: float) -> int:
-    return round(keep * 65536) - 32768  # a draw below it keeps its weight's update
-
-
-def keep_mask(like: torch.Tensor, keep: float, generator: torch.Generator | None = None) -> torch.Tensor:
-    """A bool tensor shaped as `like`, True with probability `keep` (to 1/65536)."""
+        out = torch.empty(like.shape, dtype=torch.bool, device=like.device)
     if keep >= 1.0 or keep <= 0.0:  # (65536 levels do not fit an int16 comparison)
-        return torch.full(like.shape, keep >= 1.0, dtype=torch.bool, device=like.device)
-    return (_draws16(like.numel(), generator, like.device) < _threshold(keep)).view(like.shape)
+        return out.fill_(keep >= 1.0)
+    n = like.numel()
+    size = ((n + 3) // 4,)
+    if draws is None:
+        draws = torch.empty(size, dtype=torch.int64, device=like.device)
+    torch.randint(-(2**63), 2**63 - 1, size, dtype=torch.int64, device=like.device, generator=generator, out=draws)
+    return torch.lt(draws.view(torch.int16)[:n].view(like.shape), round(keep * 65536) - 32768, out=out)
 
 
 def _clip_(params: list[torch.Tensor], grads: list[torch.Tensor], clipnorm: float) -> None:
@@ -147,12 +146,9 @@ class _DFLOptimizer(Optimizer):
         then -lr num / inf = 0, and a kept one is exactly what it was. (Flags of the denominators'
         dtype: a bool mask applied to floats costs 3x more on a CPU.)"""
         n = sum(d.numel() for d in denoms)
-        device, dtype = denoms[0].device, denoms[0].dtype
-        if keep <= 0.0:
-            torch._foreach_fill_(denoms, math.inf)
-            return
-        draws = _draws16(n, self.generator, device, self._buffer("draws", (n + 3) // 4, device, torch.int64))
-        flags = torch.lt(draws, _threshold(keep), out=self._buffer("keep", n, device, dtype))
+        device = denoms[0].device
+        flags = self._buffer("keep", n, device, denoms[0].dtype)
+        keep_mask(flags, keep, self.generator, out=flags, draws=self._buffer("draws", (n + 3) // 4, device, torch.int64))
         torch._foreach_div_(denoms, self._views(flags, denoms))
 
     def _buffer(self, kind: str, n: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:

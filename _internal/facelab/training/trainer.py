@@ -35,7 +35,7 @@ from facelab.models import store
 from facelab.models.saehd import SAEHD
 from facelab.nn import losses as L
 from facelab.nn.augment import AugmentSettings, augment
-from facelab.nn.device import autocast_dtype, cpu_has_native_bf16, resolve_device
+from facelab.nn.device import autocast_dtype, cpu_has_native_bf16, prefers_channels_last, resolve_device
 from facelab.nn.optim import AdaBelief, RMSprop
 from facelab.options import options_to_dict
 from facelab.training.control import TrainingControl
@@ -139,21 +139,26 @@ class Trainer:
             self.code_d = L.CodeDiscriminator(self.arch.ae_dims, code_res).to(self.device)
         if not self.quick and opts.gan_power > 0:
             self.gan_d = L.PatchDiscriminator(opts.gan_patch_size or self.res // 8, opts.gan_dims).to(self.device)
-        # channels-last: faster convolutions (oneDNN on a CPU: a step 1.05-1.25x faster); not for
-        # CPU processes together (gloo aborts on channels-last gradients)
-        if self.device.type == "cuda" or (self.device.type == "cpu" and self.rank.world == 1):
+        # not for CPU processes together (gloo aborts on channels-last gradients)
+        if prefers_channels_last(self.device) and (self.device.type != "cpu" or self.rank.world == 1):
             self.model = self.model.to(memory_format=torch.channels_last)
         self.model.set_gradient_checkpointing(opts.gradient_checkpointing)
         tune_allocator(low_memory=opts.gradient_checkpointing)
         # fp16 needs its loss scaled so that small gradients do not underflow (bf16 and fp32 do not)
         self.scaler = torch.amp.GradScaler(self.device.type) if self.amp_dtype == torch.float16 else None
+        # --compile on a GPU only: on a CPU (PyTorch 2.13, oneDNN) the compiled step measured 1.1-1.4x
+        # slower than the plain one, and it crashed (a segfault) after a run in another precision
+        # and once on a fresh start
+        self.compiling = opts.compile and self.device.type != "cpu"
+        if opts.compile and not self.compiling:
+            log.warning("--compile is not used on a CPU (slower there, and PyTorch's compiled step is not reliable on one); training uncompiled")
         # the module stays the one whose state is saved; compiling / DDP wrap only the call
         if self.rank.world > 1:
             from torch.nn.parallel import DistributedDataParallel
 
             self._forward = DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         else:
-            self._forward = torch.compile(self.model) if self._compiling() else self.model
+            self._forward = torch.compile(self.model) if self.compiling else self.model
 
         self.gen = torch.Generator(device=self.device)
         self.gen.manual_seed(seed)
@@ -164,7 +169,7 @@ class Trainer:
         # gradient is complete, so the gradients never all exist at once (not with clipping, which
         # needs them all, nor with several ranks, the fp16 scaler or torch.compile)
         self.update_in_backward = (opts.gradient_checkpointing and not opts.clipgrad and self.rank.world == 1
-                                   and self.scaler is None and not self._compiling())  # fmt: skip
+                                   and self.scaler is None and not self.compiling)  # fmt: skip
         if self.update_in_backward:
             for p in self.model.parameters():
                 p.register_post_accumulate_grad_hook(lambda p: self.optimizer.step_now(p))
@@ -218,15 +223,6 @@ class Trainer:
             self._choose_timelapse()  # a folder without faces is said now, not after the first save
 
     # ---------------------------------------------------------------- set-up helpers
-
-    def _compiling(self) -> bool:
-        """`--compile`, on a GPU only: on a CPU (PyTorch 2.13, oneDNN) the compiled step measured
-        1.1-1.4x slower than the plain one, and it crashed (a segfault) after a run in another
-        precision and once on a fresh start, so a CPU trains uncompiled and says so once."""
-        if self.opts.compile and self.device.type == "cpu" and not getattr(self, "_said_compile", False):
-            log.warning("--compile is not used on a CPU (slower there, and PyTorch's compiled step is not reliable on one); training uncompiled")
-            self._said_compile = True
-        return self.opts.compile and self.device.type != "cpu"
 
     def _make_optimizer(self, params):  # noqa: ANN001, ANN202
         if self.quick:
