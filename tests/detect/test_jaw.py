@@ -104,3 +104,8 @@ def test_the_hull_mask_of_a_turned_face_reaches_dlibs_jaw(media, detector, dlib6
     near = slice(9, 16) if right > left else slice(1, 8)  # the near cheek: the fixed vertices cut into it
     assert edge["mesh"][near].min() < -0.15 * iod
     assert edge["silhouette"][near].min() > -0.12 * iod
+
+
+def test_a_collapsed_mesh_gives_finite_points_not_nan():
+    for mesh in (np.zeros((468, 2)), np.tile([[5.0, 0.0]], (468, 1)) * np.arange(468)[:, None]):  # a point, a line
+        assert np.isfinite(blazeface.silhouette_jaw(mesh)).all()

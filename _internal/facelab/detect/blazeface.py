@@ -245,8 +245,8 @@ def _exit_distance(hull: np.ndarray, points: np.ndarray, directions: np.ndarray)
     ahead = directions @ normal.T  # > 0: moving towards that edge's line
     gap = (hull * normal).sum(1)[None, :] - points @ normal.T
     with np.errstate(divide="ignore", invalid="ignore"):
-        steps = np.where(ahead > 1e-12, gap / ahead, np.inf)
-    return np.clip(steps.min(1), 0.0, None)
+        steps = np.where(ahead > 1e-12, gap / ahead, np.inf).min(1)
+    return np.where(np.isfinite(steps), np.clip(steps, 0.0, None), 0.0)  # a degenerate hull: stay
 
 
 def silhouette_jaw(mesh_xy: np.ndarray) -> np.ndarray:
