@@ -37,8 +37,8 @@ from facelab.detect.base import create_detector, create_landmarker  # noqa: E402
 
 PHOTOS = ("obama.jpg", "obama2.jpg", "obama3.jpg", "biden.jpg", "t1.jpg", "Tom_Hanks_54745.png")
 LANDMARKERS = {  # name shown -> (registry name, options); add a variant here to compare it
-    "facemesh68": ("facemesh68", {}),
-    "facemesh68 jaw=mesh (fixed jaw vertices, before issue 18)": ("facemesh68", {"jaw": "mesh"}),
+    "facemesh68 (silhouette jaw, the default)": ("facemesh68", {}),
+    "facemesh68 jaw=mesh (the fixed jaw vertices of earlier versions)": ("facemesh68", {"jaw": "mesh"}),
     "dlib68 (the reference itself: 0 error)": ("dlib68", {}),
 }
 JAW, INNER = slice(0, 17), slice(17, 68)

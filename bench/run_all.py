@@ -34,6 +34,11 @@ def rows(results: list[dict]) -> list[tuple[str, str, str, str]]:
         elif r["bench"] == "extract" and "frames_per_s" in r:
             what = f"extract 720p, {r['frame_format']} frames, smoothing {'on' if r['smooth'] else 'off'}, identities {'on' if r.get('identity', False) else 'off'}"
             out.append(("extract", what, f"{r['frames_per_s']} frames/s", dev))
+        elif r["bench"] == "landmarks" and not r["landmarker"].startswith("dlib68"):  # dlib is the reference
+            out.append(("landmarks", f"{r['landmarker']}, {r['faces']} photo faces against dlib's 68 points",
+                        f"jaw {r['jaw_pct']} %, inner 51 {r['nme51_pct']} % of the eye distance; video jitter "
+                        f"{r['jitter_raw_pct_iod']} % ({r['jitter_smoothed_pct_iod']} % smoothed); {r['ms_per_face']} ms a face",
+                        dev))  # fmt: skip
         elif r["bench"] == "train" and "ms_per_iter" in r:
             precision = str(r.get("precision", "fp32")).removeprefix("torch.")
             out.append(("train", f"{r['model']} {r['archi']} {r['resolution']} px, batch {r['batch']}, {precision}",
@@ -79,7 +84,7 @@ def main() -> None:
         sys.stdout.write(write_tables(saved["machine"], saved["results"]))
         return
     n = ["--iters", "3"] if args.quick else []
-    results = (run("extract.py") + run("train.py", "--device", args.device, "--precision", "fp32", *n)
+    results = (run("extract.py") + run("landmarks.py") + run("train.py", "--device", args.device, "--precision", "fp32", *n)
                + run("train.py", "--device", args.device, "--precision", "auto", *n)
                + run("sort.py", *(["--count", "2000"] if args.quick else []))
                + run("xseg.py", "--device", args.device, *n) + run("merge.py", "--device", args.device))  # fmt: skip
