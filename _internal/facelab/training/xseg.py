@@ -115,7 +115,8 @@ class XSegTrainer:
         self.seed = (ckpt.state.get("seed") if ckpt else 0) or (opts.seed or random.SystemRandom().randrange(1, 2**31))
         torch.manual_seed(self.seed)
         self.model = create_model("xseg", opts.base, opts.resolution).to(self.device)
-        tune_allocator(low_memory=False)  # (channels-last measured no faster for XSeg)
+        tune_allocator(low_memory=False)  # freed memory kept for the next step, as in SAEHD training
+        # (unlike SAEHD, the model stays NCHW: channels-last measured no faster for XSeg)
         self.gen = torch.Generator(device=self.device)
         self.gen.manual_seed(self.seed)
         self.cpu_gen = torch.Generator()
