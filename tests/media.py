@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from facelab import media as _media
@@ -24,3 +25,30 @@ def media_file(name: str) -> Path:
         return _media.media_file(name, cache_dir())
     except _media.MediaUnavailable as exc:
         pytest.skip(f"test media unavailable: {exc}")
+
+
+ANNOTATED = {"breakingbad.jpg": "breakingbad.pts", "einstein.jpg": "einstein.pts", "takeo.ppm": "takeo.pts"}
+"""Photos with one face annotated by hand in 68 points (iBUG 300-W order): a 3/4 view, a tilted
+face, a frontal one. `breakingbad.jpg` shows two people; one is annotated."""
+
+
+def read_pts(path: Path) -> np.ndarray:
+    """68 x 2 points (x, y, 0-based pixels) from an iBUG `.pts` file (1-based, as 300-W writes them)."""
+    text = path.read_text()
+    body = text[text.index("{") + 1 : text.index("}")].split()
+    points = np.array(body, dtype=np.float64).reshape(-1, 2) - 1.0
+    assert points.shape == (68, 2), f"{path}: {points.shape[0]} points, expected 68"
+    return points
+
+
+def annotated_faces() -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """(name, BGR image, 68 annotated points) for each photo of ANNOTATED."""
+    import cv2
+
+    return [(name, cv2.imread(str(media_file(name))), read_pts(media_file(pts))) for name, pts in ANNOTATED.items()]
+
+
+def annotated_detection(detections: list, points: np.ndarray):  # noqa: ANN201
+    """The detection whose box centre is nearest the annotated points' centre."""
+    centre = points.mean(0)
+    return min(detections, key=lambda d: float(np.linalg.norm(np.reshape(d.rect, (2, 2)).mean(0) - centre)))

