@@ -40,8 +40,10 @@ from facelab.detect.base import create_detector, create_landmarker  # noqa: E402
 
 PHOTOS = ("obama.jpg", "obama2.jpg", "obama3.jpg", "biden.jpg", "t1.jpg", "Tom_Hanks_54745.png")
 LANDMARKERS = {  # name shown -> (registry name, options); add a variant here to compare it
-    "facemesh68 (silhouette jaw, the default)": ("facemesh68", {}),
-    "facemesh68 jaw=mesh (the fixed jaw vertices of earlier versions)": ("facemesh68", {"jaw": "mesh"}),
+    "facemesh68 (silhouette jaw, averaged with the mirrored crop: the default)": ("facemesh68", {}),
+    "facemesh68 flip=False (silhouette jaw, one crop)": ("facemesh68", {"flip": False}),
+    "facemesh68 jaw=mesh flip=False (the fixed jaw vertices, one crop: earlier versions)":
+        ("facemesh68", {"jaw": "mesh", "flip": False}),
     "dlib68 (the reference itself: 0 error)": ("dlib68", {}),
 }
 JAW, INNER = slice(0, 17), slice(17, 68)

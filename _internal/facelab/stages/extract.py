@@ -426,12 +426,12 @@ def _summary(job: _Job, unreadable: list[str]) -> str:
 
 
 def _landmarker_factory(opts: ExtractOptions) -> Callable[[bool], object]:
-    """The manual window's landmarkers, made on first use: accurate (two passes) or not."""
+    """The manual window's landmarkers, made on first use: accurate (two passes and the mirrored crop) or not."""
     landmarkers: dict[bool, object] = {}
 
     def landmarker_for(accurate: bool):  # noqa: ANN202
         if accurate not in landmarkers:
-            extra = {"passes": 2 if accurate else 1} if opts.landmarker == "facemesh68" else {}
+            extra = {"passes": 2 if accurate else 1, "flip": accurate} if opts.landmarker == "facemesh68" else {}
             landmarkers[accurate] = create_landmarker(
                 opts.landmarker, weights=opts.landmarker_weights or None, device=opts.device, **extra
             )
