@@ -4,6 +4,7 @@ process with the same global batch."""
 from __future__ import annotations
 
 import numpy as np
+import torch
 from safetensors.torch import load_file
 
 from conftest import copy_workspace
@@ -33,9 +34,14 @@ def test_two_gloo_processes_follow_the_single_process_trajectory(train_workspace
     assert result["iteration"] == two.iteration == one.iteration == 6
     # losses at iteration 1 and the mean of 2..6, all ranks together
     np.testing.assert_allclose(two.state["loss_history"], one.state["loss_history"], rtol=1e-4)
-    # after the first update the weights agree to float precision ...
+    # after the first update the weights agree to float precision (a first AdaBelief step moves a
+    # weight by about 3.5 x lr = 1.8e-4) but for a few whose gradient is near zero, where the step's
+    # normalisation already turns float noise in the gradient into visible differences (measured:
+    # 22 of 3.0 M weights over 1e-6, at most 2.5e-6, 99.9 % under 1.4e-7)
     first = [load_file(str(checkpoint.generations(f)[-1] / "weights.safetensors")) for f in (tmp_path / "single_SAEHD", folder)]
-    assert max((first[0][k] - first[1][k]).abs().max().item() for k in first[0]) < 1e-6
+    diff = torch.cat([(first[0][k] - first[1][k]).abs().flatten() for k in first[0]])
+    assert (diff > 1e-6).sum().item() < 1e-4 * diff.numel()
+    assert diff.max().item() < 1e-5
     # ... later AdaBelief's normalised steps turn float noise in near-zero gradients into +-lr steps,
     # so compare the paths: the gap is small next to how far the weights moved
     moved = sum(((one.weights[k] - first[0][k]) ** 2).sum() for k in first[0]) ** 0.5
