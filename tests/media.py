@@ -43,9 +43,9 @@ def read_pts(path: Path) -> np.ndarray:
 
 def annotated_faces() -> list[tuple[str, np.ndarray, np.ndarray]]:
     """(name, BGR image, 68 annotated points) for each photo of ANNOTATED."""
-    import cv2
+    from facelab.io.frames import read_image
 
-    return [(name, cv2.imread(str(media_file(name))), read_pts(media_file(pts))) for name, pts in ANNOTATED.items()]
+    return [(name, read_image(media_file(name)), read_pts(media_file(pts))) for name, pts in ANNOTATED.items()]
 
 
 def annotated_detection(detections: list, points: np.ndarray):  # noqa: ANN201

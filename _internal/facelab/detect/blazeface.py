@@ -242,7 +242,7 @@ def _outward_normals(points: np.ndarray, centre: np.ndarray) -> np.ndarray:
 
 def _exit_distance(hull: np.ndarray, points: np.ndarray, directions: np.ndarray) -> np.ndarray:
     """How far each point (inside the convex polygon `hull`) travels along its direction to leave it."""
-    edge = np.roll(hull, -1, axis=0) - hull
+    edge = _edges(hull)[0]
     normal = np.stack([edge[:, 1], -edge[:, 0]], axis=1)
     normal *= np.where(((hull.mean(0) - hull) * normal).sum(1) > 0, -1.0, 1.0)[:, None]  # outward
     ahead = directions @ normal.T  # > 0: moving towards that edge's line
